@@ -1,0 +1,319 @@
+"""The three token stages as one encoder–decoder model configured three ways.
+
+    semantic : encoder(control, LST(visual))           -> decoder -> semantic ids   [1, T_s]
+    coarse   : encoder(control, LST(visual), semantic) -> decoder -> coarse codes   [N_c, T_a]
+    fine     : encoder(coarse codes)                   -> decoder -> fine codes     [N_f, T_a]
+
+The encoder's inputs are segments laid end to end, each with a learned segment embedding; rotary positions
+along the encoder are *times* (seconds * ``target_rate``), so a frame and a token at the same instant sit at the
+same position. The decoder predicts the target codes in a codebook pattern (``patterns.py``), all codebooks of
+a step at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+from .lst_fusion import LSTConfig, LSTFusion
+from .patterns import get_pattern
+from .sampling import SamplingParams, guide, sample
+from .transformer import Transformer, TransformerConfig
+
+STAGES = ("semantic", "coarse", "fine")
+FORMAT_VERSION = 1
+DEFAULT_TEMPERATURE = {"semantic": 1.0, "coarse": 0.95, "fine": 0.4}  # V2Meow §4.1
+DEFAULT_WINDOW = {"semantic": (10.0, 5.0), "coarse": (10.0, 5.0), "fine": (3.0, 1.0)}  # (window, overlap) s
+
+_CONTROL, _VISUAL, _SOURCE = 0, 1, 2
+
+
+@dataclass
+class StageConfig:
+    """Everything that defines a stage: widths, inputs, target, pattern and generation defaults.
+
+    Inputs are switched on by a non-zero width: ``visual_dim`` (LST over visual features), ``control_dim``
+    (one control token), ``source_vocab`` (tokens of the previous stage at ``source_rate`` per second).
+    The target is ``target_codebooks`` streams of ids in ``[0, target_vocab)`` at ``target_rate`` per second.
+    """
+
+    kind: str
+    target_vocab: int
+    target_codebooks: int
+    target_rate: float
+    d_model: int = 256
+    n_heads: int = 4
+    encoder_layers: int = 4
+    decoder_layers: int = 4
+    d_ff: int = 1024
+    dropout: float = 0.1
+    visual_dim: int = 0
+    lst: LSTConfig = field(default_factory=LSTConfig)
+    control_dim: int = 0
+    control_dropout: float = 0.1
+    source_vocab: int = 0
+    source_codebooks: int = 1
+    source_rate: float = 0.0
+    pattern: str = "delay"
+    pattern_kwargs: dict = field(default_factory=dict)
+    window: float | None = None
+    overlap: float | None = None
+    temperature: float | None = None
+    top_k: int = 0
+    top_p: float = 1.0
+    cfg_scale: float = 3.0
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        if isinstance(self.lst, dict):
+            try:
+                self.lst = LSTConfig(**self.lst)
+            except TypeError as exc:
+                raise ConfigError(f"stage {self.kind!r}: bad 'lst' section ({exc})") from None
+        if self.kind in STAGES:
+            win, ovl = DEFAULT_WINDOW[self.kind]
+            self.window = win if self.window is None else self.window
+            self.overlap = ovl if self.overlap is None else self.overlap
+            if self.temperature is None:
+                self.temperature = DEFAULT_TEMPERATURE[self.kind]
+        self.validate()
+
+    def validate(self) -> None:
+        where = f"stage {self.kind!r}"
+        if self.kind not in STAGES:
+            raise ConfigError(f"stage kind must be one of {STAGES}, got {self.kind!r}")
+        if self.format_version != FORMAT_VERSION:
+            raise ConfigError(f"{where}: format version {self.format_version}, this tokmusic reads {FORMAT_VERSION}")
+        positive = ("target_vocab", "target_codebooks", "d_model", "n_heads", "encoder_layers", "decoder_layers", "d_ff")
+        for name in positive:
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{where}: {name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise ConfigError(f"{where}: d_model={self.d_model} must split into n_heads={self.n_heads} even-width heads")
+        if self.target_rate <= 0:
+            raise ConfigError(f"{where}: target_rate must be > 0, got {self.target_rate}")
+        if not 0 <= self.overlap < self.window:
+            raise ConfigError(f"{where}: need 0 <= overlap < window, got window={self.window}, overlap={self.overlap}")
+        if round(self.window * self.target_rate) - round(self.overlap * self.target_rate) < 1:
+            raise ConfigError(f"{where}: window - overlap must hold at least one token at {self.target_rate}/s")
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.control_dropout <= 1.0:
+            raise ConfigError(f"{where}: dropout and control_dropout must be probabilities")
+        if self.source_vocab and self.source_rate <= 0:
+            raise ConfigError(f"{where}: source_rate must be > 0 when source_vocab is set")
+        if not (self.visual_dim or self.control_dim or self.source_vocab):
+            raise ConfigError(f"{where}: needs at least one input (visual_dim, control_dim or source_vocab)")
+        if self.visual_dim and self.lst.width % self.lst.n_heads:
+            raise ConfigError(f"{where}: lst.width={self.lst.width} must split into lst.n_heads={self.lst.n_heads}")
+        if self.kind == "semantic" and self.target_codebooks != 1:
+            raise ConfigError(f"{where}: semantic tokens are one stream; target_codebooks must be 1")
+        if self.kind == "fine" and not self.source_vocab:
+            raise ConfigError(f"{where}: the fine stage reads coarse codes; set source_vocab and source_codebooks")
+        SamplingParams(self.temperature, self.top_k, self.top_p, self.cfg_scale)
+        get_pattern(self.pattern, self.target_codebooks, **self.pattern_kwargs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "stage config") -> "StageConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_k, self.top_p, self.cfg_scale)
+
+
+@dataclass
+class Conditioning:
+    """A batch of stage inputs (fields a stage does not use stay None).
+
+    visual ``[B, Tv, Dv]`` at visual_times ``[B, Tv]`` seconds from the window start, visual_valid ``[B, Tv]``;
+    long ``[B, Tl, Dv]``, long_valid ``[B, Tl]``; control ``[B, Dc]``, control_valid ``[B]`` (False -> null token);
+    source Long ``[B, Ks, Ts]``, source_valid ``[B, Ts]``.
+    """
+
+    visual: torch.Tensor | None = None
+    visual_times: torch.Tensor | None = None
+    visual_valid: torch.Tensor | None = None
+    long: torch.Tensor | None = None
+    long_valid: torch.Tensor | None = None
+    control: torch.Tensor | None = None
+    control_valid: torch.Tensor | None = None
+    source: torch.Tensor | None = None
+    source_valid: torch.Tensor | None = None
+
+    def batch_size(self) -> int:
+        for value in (self.visual, self.source, self.control):
+            if value is not None:
+                return value.shape[0]
+        raise ValueError("empty conditioning")
+
+    def repeat(self, n: int) -> "Conditioning":
+        return Conditioning(**{k: None if v is None else v.repeat_interleave(n, 0) for k, v in vars(self).items()})
+
+
+class Stage(nn.Module):
+    """One token stage: ``loss`` for training, ``generate`` for one window of inference."""
+
+    def __init__(self, cfg: StageConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        block = dict(d_model=d, n_heads=cfg.n_heads, d_ff=cfg.d_ff, dropout=cfg.dropout)
+        self.encoder = Transformer(TransformerConfig(n_layers=cfg.encoder_layers, **block))
+        self.decoder = Transformer(TransformerConfig(n_layers=cfg.decoder_layers, **block), cross=True)
+        self.segment = nn.Embedding(3, d)
+        if cfg.visual_dim:
+            self.lst = LSTFusion(cfg.visual_dim, d, cfg.lst)
+        if cfg.control_dim:
+            self.control_proj = nn.Linear(cfg.control_dim, d)
+            self.null_control = nn.Parameter(torch.zeros(d))
+        if cfg.source_vocab:
+            self.source_emb = nn.ModuleList(nn.Embedding(cfg.source_vocab, d) for _ in range(cfg.source_codebooks))
+        k, v = cfg.target_codebooks, cfg.target_vocab
+        self.pattern = get_pattern(cfg.pattern, k, empty_id=v, **cfg.pattern_kwargs)
+        self.target_emb = nn.ModuleList(nn.Embedding(v + 1, d) for _ in range(k))  # + the empty id
+        self.head = nn.Linear(d, k * v)
+
+    # -- encoder --------------------------------------------------------------------------------------------
+    def encode(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conditioning -> memory ``[B, M, D]`` and its validity ``[B, M]``."""
+        cfg = self.cfg
+        b = cond.batch_size()
+        device = self.segment.weight.device
+        parts, positions, valids, kinds = [], [], [], []
+        if cfg.control_dim:
+            null = self.null_control.expand(b, -1)
+            if cond.control is None:
+                token = null
+            else:
+                present = torch.ones(b, dtype=torch.bool, device=device) if cond.control_valid is None else cond.control_valid
+                token = torch.where(present[:, None], self.control_proj(cond.control), null)
+            parts.append(token[:, None])
+            positions.append(torch.full((b, 1), -1.0, device=device))
+            valids.append(torch.ones(b, 1, dtype=torch.bool, device=device))
+            kinds.append(_CONTROL)
+        if cfg.visual_dim:
+            if cond.visual is None:
+                raise ValueError(f"stage {cfg.kind!r} needs visual features")
+            parts.append(self.lst(cond.visual, cond.visual_times, cond.visual_valid, cond.long, cond.long_valid))
+            positions.append(cond.visual_times * cfg.target_rate)
+            valids.append(cond.visual_valid)
+            kinds.append(_VISUAL)
+        if cfg.source_vocab:
+            if cond.source is None:
+                raise ValueError(f"stage {cfg.kind!r} needs source tokens")
+            src = cond.source  # [B, Ks, Ts]
+            parts.append(sum(emb(src[:, i]) for i, emb in enumerate(self.source_emb)))
+            t = torch.arange(src.shape[-1], device=device, dtype=torch.float32)
+            positions.append((t * (cfg.target_rate / cfg.source_rate)).expand(b, -1))
+            valids.append(cond.source_valid)
+            kinds.append(_SOURCE)
+        parts = [p + self.segment.weight[kind] for p, kind in zip(parts, kinds)]
+        x, pos, valid = torch.cat(parts, 1), torch.cat(positions, 1), torch.cat(valids, 1)
+        return self.encoder(x, pos, valid=valid), valid
+
+    # -- decoder --------------------------------------------------------------------------------------------
+    def embed_targets(self, column: torch.Tensor) -> torch.Tensor:
+        """Target ids ``[B, K, S]`` (empty id allowed) -> summed embeddings ``[B, S, D]``."""
+        return sum(emb(column[:, i]) for i, emb in enumerate(self.target_emb))
+
+    def logits_of(self, h: torch.Tensor) -> torch.Tensor:
+        """Decoder states ``[B, S, D]`` -> logits ``[B, K, S, V]``."""
+        k, v = self.cfg.target_codebooks, self.cfg.target_vocab
+        return self.head(h).unflatten(-1, (k, v)).transpose(1, 2)
+
+    def forward(self, cond: Conditioning, target: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits in pattern order: target ``[B, K, T]`` -> ``[B, K, S, V]``."""
+        memory, memory_valid = self.encode(cond)
+        seq = self.pattern.build(target)  # [B, K, S]
+        inputs = torch.cat([torch.full_like(seq[..., :1], self.cfg.target_vocab), seq[..., :-1]], -1)
+        positions = torch.arange(seq.shape[-1], device=seq.device).expand(seq.shape[0], -1)
+        h = self.decoder(self.embed_targets(inputs), positions, causal=True, memory=memory, memory_valid=memory_valid)
+        return self.logits_of(h)
+
+    def loss(self, cond: Conditioning, target: torch.Tensor, target_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy over the pattern's valid positions of real (unpadded) timesteps.
+
+        target Long ``[B, K, T]``; target_valid Bool ``[B, T]``. In training mode the control input is dropped
+        with probability ``control_dropout`` (for classifier-free guidance).
+        """
+        if self.training and self.cfg.control_dim and cond.control is not None and self.cfg.control_dropout > 0:
+            keep = torch.rand(target.shape[0], device=target.device) >= self.cfg.control_dropout
+            present = keep if cond.control_valid is None else cond.control_valid & keep
+            cond = Conditioning(**{**vars(cond), "control_valid": present})
+        logits = self(cond, target)  # [B, K, S, V]
+        layout = self.pattern.layout(target.shape[-1]).to(target.device)  # [K, S]
+        mask = (layout >= 0).expand(target.shape[0], -1, -1)
+        if target_valid is not None:
+            mask = mask & target_valid.gather(1, layout.clamp(min=0).flatten().expand(target.shape[0], -1)).view_as(mask)
+        labels = self.pattern.build(target)
+        return F.cross_entropy(logits[mask], labels[mask])
+
+    # -- generation -----------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(
+        self,
+        cond: Conditioning,
+        timesteps: int,
+        prompt: torch.Tensor | None = None,
+        params: SamplingParams | None = None,
+        generator: torch.Generator | None = None,
+        on_step: Callable[[], None] | None = None,
+    ) -> torch.Tensor:
+        """Sample ``timesteps`` of target codes for one conditioning (batch 1) -> Long ``[K, T]``.
+
+        prompt Long ``[K, P]`` fixes the first P timesteps (the overlap with the previous window). With
+        ``params.cfg_scale != 1`` and a control input present, logits are guided against the null control.
+        """
+        cfg = self.cfg
+        params = params or cfg.sampling()
+        k_, v_ = cfg.target_codebooks, cfg.target_vocab
+        guided = bool(cfg.control_dim) and cond.control is not None and params.cfg_scale != 1.0
+        if guided:
+            cond = cond.repeat(2)
+            cond.control_valid = torch.tensor([True, False], device=cond.control.device)
+        memory, memory_valid = self.encode(cond)
+
+        layout = self.pattern.layout(timesteps).to(memory.device)  # [K, S]
+        steps = layout.shape[1]
+        known = torch.full((k_, timesteps), -1, dtype=torch.long, device=memory.device)
+        if prompt is not None and prompt.shape[-1]:
+            known[:, : prompt.shape[-1]] = prompt[:, :timesteps]
+        valid = layout >= 0
+        seq = torch.where(valid, known.gather(1, layout.clamp(min=0)), torch.full_like(layout, -1))
+        todo = valid & (seq < 0)  # positions to sample
+        seq = torch.where(valid, seq, torch.full_like(seq, v_))  # empty id where the pattern holds nothing
+        need = todo.any(0)
+        if not need.any():
+            return self.pattern.revert(seq[None])[0]
+        first = int(need.nonzero()[0])
+
+        rows = memory.shape[0]
+        state = self.decoder.start(memory, memory_valid, max_len=steps)
+        inputs = torch.cat([torch.full_like(seq[:, :1], v_), seq[:, :first]], -1)  # columns feeding steps 0..first
+        positions = torch.arange(first + 1, device=memory.device).expand(rows, -1)
+        h = self.decoder.step(self.embed_targets(inputs[None].expand(rows, -1, -1)), positions, state)[:, -1:]
+        for s in range(first, steps):
+            if todo[:, s].any():
+                logits = self.logits_of(h)[:, :, 0]  # [rows, K, V]
+                logits = guide(logits[0], logits[1], params.cfg_scale) if guided else logits[0]
+                ks = todo[:, s].nonzero().squeeze(1)
+                seq[ks, s] = sample(logits[ks], params, generator)
+            if on_step is not None:
+                on_step()
+            if s + 1 < steps:
+                column = seq[:, s].view(1, k_, 1).expand(rows, -1, -1)
+                h = self.decoder.step(self.embed_targets(column), torch.full((rows, 1), s + 1, device=memory.device), state)
+        return self.pattern.revert(seq[None])[0]
