@@ -270,12 +270,13 @@ class Stage(nn.Module):
         prompt: torch.Tensor | None = None,
         params: SamplingParams | None = None,
         generator: torch.Generator | None = None,
-        on_step: Callable[[], None] | None = None,
+        on_step: Callable[[int], None] | None = None,
     ) -> torch.Tensor:
         """Sample ``timesteps`` of target codes for one conditioning (batch 1) -> Long ``[K, T]``.
 
         prompt Long ``[K, P]`` fixes the first P timesteps (the overlap with the previous window). With
         ``params.cfg_scale != 1`` and a control input present, logits are guided against the null control.
+        ``on_step(n)`` is told of every n pattern steps done.
         """
         cfg = self.cfg
         params = params or cfg.sampling()
@@ -297,8 +298,12 @@ class Stage(nn.Module):
         seq = torch.where(valid, seq, torch.full_like(seq, v_))  # empty id where the pattern holds nothing
         need = todo.any(0)
         if not need.any():
+            if on_step is not None:
+                on_step(steps)
             return self.pattern.revert(seq[None])[0]
         first = int(need.nonzero()[0])
+        if on_step is not None:
+            on_step(first)
 
         rows = memory.shape[0]
         state = self.decoder.start(memory, memory_valid, max_len=steps)
@@ -312,7 +317,7 @@ class Stage(nn.Module):
                 ks = todo[:, s].nonzero().squeeze(1)
                 seq[ks, s] = sample(logits[ks], params, generator)
             if on_step is not None:
-                on_step()
+                on_step(1)
             if s + 1 < steps:
                 column = seq[:, s].view(1, k_, 1).expand(rows, -1, -1)
                 h = self.decoder.step(self.embed_targets(column), torch.full((rows, 1), s + 1, device=memory.device), state)
