@@ -1,0 +1,390 @@
+"""Visual encoders: frames -> one feature vector per frame, and the loop that runs them over a video.
+
+    encoder = ConcatEncoder([CLIPVisualEncoder.from_pretrained("openai/clip-vit-base-patch32"), MotionEncoder()])
+    feats = extract_features("clip.mp4", encoder, fps=2.0)      # feats.features: float32 [T, D]
+
+CLIP gives what is in the picture (V2Meow's CLIP/ViT features); the motion encoder gives how fast and which
+way things move (the role I3D-flow plays in V2Meow), without any weights.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .errors import CheckpointError, ConfigError, VideoError
+from .fileio import check_keys, read_json, refuse_pickles
+from .video import probe, read_frames, sample_times
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class VisualEncoder(torch.nn.Module):
+    """Interface: encode(uint8 [N, H, W, 3]) -> float32 [N, dim], called chunk by chunk in video order.
+
+    `image_size` is the square frame size the encoder prefers (None: any); encode() accepts any size.
+    Encoders with state across frames clear it in reset(), which is called before each video.
+    `a + b` concatenates encoders' features.
+    """
+
+    dim: int
+    image_size: int | None = None
+
+    def reset(self) -> None:
+        """Forget the previous video (stateless encoders do nothing)."""
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, H, W, 3] -> float32 [N, dim]."""
+        raise NotImplementedError
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.encode(frames)
+
+    def to_config(self) -> dict:
+        """JSON-able description with a "type" key; with save()'s files it rebuilds the encoder."""
+        raise NotImplementedError
+
+    def save(self, directory: Path) -> None:
+        """Write weights/files into the existing `directory` (nothing by default)."""
+
+    @classmethod
+    def load(cls, directory: Path | None, config: dict) -> VisualEncoder:
+        raise NotImplementedError
+
+    def __add__(self, other: VisualEncoder) -> ConcatEncoder:
+        left = list(self.members) if isinstance(self, ConcatEncoder) else [self]
+        right = list(other.members) if isinstance(other, ConcatEncoder) else [other]
+        return ConcatEncoder(left + right)
+
+
+def _square(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float [N, 3, size, size] in [0, 1]: shorter side resized, centre crop."""
+    x = frames.permute(0, 3, 1, 2).float().div_(255)
+    h, w = x.shape[-2:]
+    if (h, w) != (size, size):
+        scale = size / min(h, w)
+        rh, rw = max(size, round(h * scale)), max(size, round(w * scale))
+        x = F.interpolate(x, size=(rh, rw), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
+        top, left = (rh - size) // 2, (rw - size) // 2
+        x = x[..., top : top + size, left : left + size]
+    return x
+
+
+class CLIPVisualEncoder(VisualEncoder):
+    """CLIP vision tower (transformers CLIPVisionModel) as a frame encoder.
+
+    features="pooled": the pooler output, [N, hidden]. features="patch": the patch tokens of the last layer
+    average-pooled to a grid x grid map and flattened, [N, grid * grid * hidden] (keeps where things are).
+    """
+
+    def __init__(self, model, features: str = "pooled", grid: int = 2, image_mean=CLIP_MEAN, image_std=CLIP_STD):
+        super().__init__()
+        if features not in ("pooled", "patch"):
+            raise ConfigError(f"CLIP features must be 'pooled' or 'patch', got {features!r}")
+        cfg = model.config
+        side = cfg.image_size // cfg.patch_size
+        if features == "patch" and not 1 <= grid <= side:
+            raise ConfigError(f"CLIP patch grid must be between 1 and {side} (patches per side), got {grid}")
+        self.model = model.eval()
+        self.features, self.grid = features, int(grid)
+        self.image_size = int(cfg.image_size)
+        hidden = int(cfg.hidden_size)
+        self.dim = hidden if features == "pooled" else self.grid * self.grid * hidden
+        self.image_mean = [float(v) for v in image_mean]
+        self.image_std = [float(v) for v in image_std]
+        self.register_buffer("mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, features: str = "pooled", grid: int = 2
+                        ) -> CLIPVisualEncoder:
+        """Load from a local directory or a hub id (a full CLIPModel checkpoint works too); safetensors only.
+
+        Normalisation comes from the checkpoint's preprocessor_config.json when there is one, else CLIP's.
+        """
+        from transformers import CLIPVisionModel
+
+        local = Path(name_or_path)
+        if local.is_dir():
+            refuse_pickles(local)
+        try:
+            model = CLIPVisionModel.from_pretrained(str(name_or_path), use_safetensors=True)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(
+                f"{name_or_path}: cannot load a CLIP vision model ({str(exc).splitlines()[0]}); "
+                "pass a local directory holding config.json and model.safetensors"
+                + ("" if local.is_dir() else " (hub ids need a network connection)")
+            ) from None
+        mean, std = _preprocessor_stats(name_or_path)
+        return cls(model, features, grid, mean, std)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, H, W, 3] -> float32 [N, dim]."""
+        param = next(self.model.parameters())
+        x = _square(frames.to(param.device), self.image_size)
+        x = ((x - self.mean) / self.std).to(param.dtype)
+        out = self.model(pixel_values=x)
+        if self.features == "pooled":
+            return out.pooler_output.float()
+        tokens = out.last_hidden_state[:, 1:]  # [N, P*P, hidden]; drop the class token
+        n, count, hidden = tokens.shape
+        side = math.isqrt(count)
+        grid = tokens.transpose(1, 2).reshape(n, hidden, side, side)
+        grid = F.adaptive_avg_pool2d(grid.float(), self.grid)  # [N, hidden, g, g]
+        return grid.permute(0, 2, 3, 1).reshape(n, self.dim)
+
+    def to_config(self) -> dict:
+        return {"type": "clip", "features": self.features, "grid": self.grid,
+                "image_mean": self.image_mean, "image_std": self.image_std}
+
+    def save(self, directory: Path) -> None:
+        self.model.save_pretrained(str(directory), safe_serialization=True)
+
+    @classmethod
+    def load(cls, directory: Path | None, config: dict) -> CLIPVisualEncoder:
+        check_keys(config, {"type", "features", "grid", "image_mean", "image_std", "pretrained"}, "clip encoder config")
+        features, grid = config.get("features", "pooled"), config.get("grid", 2)
+        if directory is None:
+            if "pretrained" not in config:
+                raise ConfigError("clip encoder config: needs its saved directory or a 'pretrained' name/path")
+            encoder = cls.from_pretrained(config["pretrained"], features, grid)
+        else:
+            directory = Path(directory)
+            if not (directory / "config.json").is_file():
+                raise CheckpointError(f"{directory}: the CLIP encoder's config.json is missing; save it again")
+            encoder = cls.from_pretrained(directory, features, grid)
+        mean, std = config.get("image_mean"), config.get("image_std")
+        if mean is not None and std is not None:
+            if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+                raise ConfigError(f"clip encoder config: image_mean/image_std need 3 values (std > 0), "
+                                  f"got {mean} / {std}")
+            encoder = cls(encoder.model, features, grid, mean, std)
+        return encoder
+
+
+def _preprocessor_stats(name_or_path) -> tuple[tuple, tuple]:
+    """image_mean/image_std from preprocessor_config.json (local dir or hub), else CLIP's defaults."""
+    path = Path(name_or_path) / "preprocessor_config.json"
+    cfg = None
+    if path.is_file():
+        cfg = read_json(path, "preprocessor config")
+    elif not Path(name_or_path).is_dir():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            cfg = read_json(hf_hub_download(str(name_or_path), "preprocessor_config.json"), "preprocessor config")
+        except Exception:  # noqa: BLE001 — no preprocessor file (or no network): CLIP's statistics are right
+            cfg = None
+    mean = (cfg or {}).get("image_mean", CLIP_MEAN)
+    std = (cfg or {}).get("image_std", CLIP_STD)
+    if len(mean) != 3 or len(std) != 3:
+        return CLIP_MEAN, CLIP_STD
+    return tuple(mean), tuple(std)
+
+
+def tiny_clip_encoder(seed: int = 0, features: str = "pooled", grid: int = 2) -> CLIPVisualEncoder:
+    """A random tiny CLIP (image 32, patch 8, hidden 32, 2 layers, 2 heads) for tests and examples."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    config = CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
+                              num_hidden_layers=2, num_attention_heads=2, projection_dim=32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIPVisionModel(config)
+    return CLIPVisualEncoder(model, features, grid)
+
+
+# |frame difference| histogram edges (grey levels out of 255): roughly doubling, so slow and fast motion
+# both get resolution
+_HIST_EDGES = (1, 2, 4, 8, 16, 32, 64)
+
+
+class MotionEncoder(VisualEncoder):
+    """Weight-free motion features from differences between consecutive sampled frames.
+
+    Frames are turned grey and resized to size x size. Per frame, against the previous sampled frame:
+    [mean d, std d, mean |d|] (d = current - previous, grey in [0, 1]), the mean |d| over a grid x grid
+    layout, the fraction of pixels whose |d| falls in each of `bins` magnitude bins, and the global shift
+    (dy, dx, peak) by phase correlation: dy, dx in fractions of the picture (positive: content moved
+    down / right), peak the correlation's height (1 for a pure shift). The first frame of a video gets zeros.
+    dim = 6 + grid**2 + bins.
+    """
+
+    def __init__(self, size: int = 64, grid: int = 4):
+        super().__init__()
+        if size < 8 or grid < 1 or grid > size:
+            raise ConfigError(f"motion encoder: need size >= 8 and 1 <= grid <= size, got size={size}, grid={grid}")
+        self.size, self.grid = int(size), int(grid)
+        self.bins = len(_HIST_EDGES) + 1
+        self.dim = 6 + self.grid**2 + self.bins
+        self.image_size = None
+        self._previous: torch.Tensor | None = None  # [size, size] grey of the last frame seen
+        window = torch.hann_window(self.size, periodic=False, dtype=torch.float64)
+        self.register_buffer("window", (window[:, None] * window[None, :]).float(), persistent=False)
+
+    def reset(self) -> None:
+        self._previous = None
+
+    def _grey(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, H, W, 3] -> float32 [N, size, size] in [0, 1]."""
+        x = frames.float().div(255)
+        grey = x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114  # [N, H, W]
+        if grey.shape[-2:] != (self.size, self.size):
+            grey = F.interpolate(grey[:, None], size=(self.size, self.size), mode="area")[:, 0]
+        return grey
+
+    def _shift(self, previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        """Phase correlation of [M, S, S] pairs -> [M, 3] (dy, dx as fractions of S, peak height)."""
+        w = self.window.to(current.device)
+        a = torch.fft.rfft2((previous - previous.mean((-2, -1), keepdim=True)) * w)
+        b = torch.fft.rfft2((current - current.mean((-2, -1), keepdim=True)) * w)
+        cross = b * a.conj()
+        surface = torch.fft.irfft2(cross / (cross.abs() + 1e-9), s=(self.size, self.size))  # [M, S, S]
+        flat = surface.flatten(1)
+        peak, index = flat.max(1)
+        dy = torch.div(index, self.size, rounding_mode="floor")
+        dx = index % self.size
+        # indices past the middle are negative shifts (the correlation wraps around)
+        dy = torch.where(dy > self.size // 2, dy - self.size, dy)
+        dx = torch.where(dx > self.size // 2, dx - self.size, dx)
+        return torch.stack([dy.float() / self.size, dx.float() / self.size, peak.float()], 1)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, H, W, 3] -> float32 [N, dim]; the previous frame is remembered across calls."""
+        grey = self._grey(frames)  # [N, S, S]
+        n = grey.shape[0]
+        out = torch.zeros(n, self.dim, device=grey.device)
+        if n == 0:
+            return out
+        previous = grey[:-1] if self._previous is None else torch.cat([self._previous[None].to(grey), grey[:-1]])
+        current = grey[1:] if self._previous is None else grey
+        self._previous = grey[-1].clone()
+        if current.shape[0] == 0:
+            return out
+        d = current - previous  # [M, S, S]
+        mag = d.abs()
+        g = self.grid
+        stats = torch.stack([d.mean((1, 2)), d.flatten(1).std(1, correction=0), mag.mean((1, 2))], 1)
+        cells = F.adaptive_avg_pool2d(mag[:, None], g).flatten(1)  # [M, g*g]
+        edges = torch.tensor(_HIST_EDGES, dtype=mag.dtype, device=mag.device) / 255
+        # a tiny margin so float noise on exact multiples of 1/255 does not flip bins
+        which = torch.bucketize(mag.flatten(1) + 1e-6, edges)  # [M, S*S] in 0..bins-1
+        hist = F.one_hot(which, self.bins).float().mean(1)
+        shift = self._shift(previous, current)
+        feats = torch.cat([stats, cells, hist, shift], 1)
+        out[n - current.shape[0] :] = feats
+        return out
+
+    def to_config(self) -> dict:
+        return {"type": "motion", "size": self.size, "grid": self.grid}
+
+    @classmethod
+    def load(cls, directory: Path | None, config: dict) -> MotionEncoder:
+        check_keys(config, {"type", "size", "grid"}, "motion encoder config")
+        return cls(size=config.get("size", 64), grid=config.get("grid", 4))
+
+
+class ConcatEncoder(VisualEncoder):
+    """Members' features side by side, in order: dim = sum of members' dims.
+
+    image_size is the largest member preference; each member resizes frames for itself.
+    """
+
+    def __init__(self, members: list[VisualEncoder]):
+        super().__init__()
+        if not members:
+            raise ConfigError("a concatenated visual encoder needs at least one member")
+        self.members = torch.nn.ModuleList(members)
+        self.dim = sum(m.dim for m in members)
+        sizes = [m.image_size for m in members if m.image_size]
+        self.image_size = max(sizes) if sizes else None
+
+    def reset(self) -> None:
+        for member in self.members:
+            member.reset()
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m.encode(frames).float() for m in self.members], dim=-1)
+
+    def to_config(self) -> dict:
+        return {"type": "concat", "members": [m.to_config() for m in self.members]}
+
+    def save(self, directory: Path) -> None:
+        for i, member in enumerate(self.members):
+            sub = Path(directory) / f"member{i}"
+            sub.mkdir(exist_ok=True)
+            member.save(sub)
+
+    @classmethod
+    def load(cls, directory: Path | None, config: dict) -> ConcatEncoder:
+        check_keys(config, {"type", "members"}, "concat encoder config")
+        members = config.get("members")
+        if not isinstance(members, list) or not members:
+            raise ConfigError("concat encoder config: 'members' must be a non-empty list of encoder configs")
+        subs = [None if directory is None else Path(directory) / f"member{i}" for i in range(len(members))]
+        return cls([from_config(m, s) for m, s in zip(members, subs)])
+
+
+_TYPES = {"clip": CLIPVisualEncoder, "motion": MotionEncoder, "concat": ConcatEncoder}
+
+
+def from_config(config: dict, directory: Path | None = None) -> VisualEncoder:
+    """Rebuild an encoder from to_config() output and the directory its save() wrote."""
+    kind = config.get("type") if isinstance(config, dict) else None
+    if kind not in _TYPES:
+        raise ConfigError(f"visual encoder config: unknown type {kind!r}; known types: {sorted(_TYPES)}")
+    return _TYPES[kind].load(directory, config)
+
+
+@dataclass
+class VisualFeatures:
+    """Per-frame features of a video: features float32 [T, D] at timestamps float64 [T] (seconds).
+
+    duration: seconds covered (the video's, or `seconds` when shorter); fps: the sampling rate used.
+    """
+
+    features: torch.Tensor
+    timestamps: torch.Tensor
+    duration: float
+    fps: float
+
+
+def extract_features(path: str | os.PathLike, encoder: VisualEncoder, fps: float = 2.0, *,
+                     seconds: float | None = None, chunk: int = 32, progress: bool = False) -> VisualFeatures:
+    """Decode `path` at `fps` and encode it chunk by chunk (never all frames at once), in inference mode.
+
+    Frames are read as squares of the encoder's preferred size (224 if it has none); `seconds` limits the
+    span read from the start.
+    """
+    if seconds is not None and seconds <= 0:
+        raise VideoError(f"{path}: seconds must be positive, got {seconds}")
+    info = probe(path)
+    duration = info.duration if seconds is None else min(float(seconds), info.duration)
+    size = encoder.image_size or 224
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(sample_times(0.0, duration, fps)) if fps > 0 else None, unit="frame",
+                   desc=f"visual features {Path(path).name}")
+    feats, stamps = [], []
+    encoder.reset()
+    try:
+        with torch.inference_mode():
+            for frames, times in read_frames(path, fps, size, end=duration, chunk=chunk):
+                feats.append(encoder.encode(frames).float().cpu())
+                stamps.append(times)
+                if bar is not None:
+                    bar.update(len(times))
+    finally:
+        if bar is not None:
+            bar.close()
+    if not feats:
+        raise VideoError(f"{path}: no frames to encode before {duration:.3f} s; pass a longer span")
+    return VisualFeatures(torch.cat(feats), torch.cat(stamps), duration, float(fps))
