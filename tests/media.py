@@ -22,7 +22,7 @@ CODECS = {
     ".mov": ("libx264", "aac", 44100),
     ".mkv": ("libx264", "aac", 44100),
     ".webm": ("libvpx", "libopus", 48000),
-    ".avi": ("mpeg4", "mp3", 44100),
+    ".avi": ("mpeg4", "pcm_s16le", 44100),
 }
 AUDIO_CODECS = {".m4a": "aac", ".mp3": "mp3", ".ogg": "libopus", ".wav": "pcm_s16le", ".flac": "flac"}
 
@@ -76,8 +76,10 @@ def _encode_audio(container, stream, tone: np.ndarray, sample_rate: int) -> None
     size = stream.codec_context.frame_size or 1024
     resampler = av.AudioResampler(format=stream.codec_context.format, layout=stream.codec_context.layout,
                                   rate=stream.codec_context.sample_rate, frame_size=size)
+    done = 0
     for out in resampler.resample(frame) + resampler.resample(None):
-        out.pts = None
+        out.pts, out.time_base = done, Fraction(1, stream.codec_context.sample_rate)
+        done += out.samples
         for packet in stream.encode(out):
             container.mux(packet)
     for packet in stream.encode(None):
@@ -90,8 +92,9 @@ def make_video(path: str | Path, seconds: float, fps: float = 10, size: tuple[in
     """Write a test video of `seconds` at `fps`; codec and container follow the suffix (see CODECS).
 
     size is (height, width) of the stored picture; rotation (counter-clockwise degrees, PyAV's convention)
-    is written as display-matrix side data; vfr uses the frame times of `vfr_times`. With audio, a 440 Hz
-    stereo tone of `audio_seconds` (default: `seconds`) is added. Returns the path.
+    is written as display-matrix side data; vfr uses the frame times of `vfr_times`. A key frame starts each
+    second. With audio, a stereo tone (440 Hz left, 880 Hz right) of `audio_seconds` (default: `seconds`)
+    is added. Returns the path.
     """
     path = Path(path)
     vcodec, acodec, sr = CODECS[path.suffix.lower()]
@@ -106,6 +109,7 @@ def make_video(path: str | Path, seconds: float, fps: float = 10, size: tuple[in
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         time_base = Fraction(1, 1000) if vfr else 1 / rate
         stream.codec_context.time_base = time_base
+        stream.codec_context.gop_size = max(1, int(round(fps)))  # a key frame each second, so seeks matter
         if vcodec == "libx264":
             stream.options = {"crf": "8", "preset": "ultrafast"}
         elif vcodec == "libvpx":

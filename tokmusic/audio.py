@@ -25,13 +25,15 @@ from .video import _open, _video_stream, probe
 SAVE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 _SUBTYPES = {"WAV": ("PCM_16", "PCM_24", "FLOAT"), "FLAC": ("PCM_16", "PCM_24")}
 _LAYOUTS = {1: "mono", 2: "stereo"}
-# output suffix -> (audio codec, sample rates it accepts or None for any common rate, fallback video codec)
+# output suffix -> (muxer, audio codec, audio rates or None for AAC's, fallback video codec, video codecs the
+# muxer takes as a copy or None for all it lists: a format's supported_codecs is wider than what its muxer
+# writes, e.g. mov lists vp8 but fails on it)
 MUX_FORMATS = {
-    ".mp4": ("aac", None, "libx264"),
-    ".m4v": ("aac", None, "libx264"),
-    ".mov": ("aac", None, "libx264"),
-    ".mkv": ("aac", None, "libx264"),
-    ".webm": ("libopus", (48000,), "libvpx-vp9"),
+    ".mp4": ("mp4", "aac", None, "libx264", {"h264", "hevc", "mpeg4", "av1", "vp9"}),
+    ".m4v": ("mp4", "aac", None, "libx264", {"h264", "hevc", "mpeg4", "av1", "vp9"}),
+    ".mov": ("mov", "aac", None, "libx264", {"h264", "hevc", "mpeg4", "prores", "mjpeg"}),
+    ".mkv": ("matroska", "aac", None, "libx264", None),
+    ".webm": ("webm", "libopus", (48000,), "libvpx-vp9", {"vp8", "vp9", "av1"}),
 }
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
@@ -264,17 +266,6 @@ def _fit(data: np.ndarray, samples: int) -> np.ndarray:
     return np.pad(data, ((0, 0), (0, samples - data.shape[1])))
 
 
-# Video codecs each muxer takes as a stream copy (checked: a format's supported_codecs list is wider than
-# what its muxer writes, e.g. mov lists vp8 but fails on it); None: trust supported_codecs.
-_COPYABLE = {
-    "mp4": {"h264", "hevc", "mpeg4", "av1", "vp9"},
-    "mov": {"h264", "hevc", "mpeg4", "prores", "mjpeg"},
-    "matroska": None,
-    "webm": {"vp8", "vp9", "av1"},
-}
-_FORMAT_NAMES = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
-
-
 def mux(video_path: str | os.PathLike, waveform: torch.Tensor, sample_rate: int, out_path: str | os.PathLike) -> None:
     """Write `video_path`'s pictures with `waveform` ([channels, samples]) as the only soundtrack, atomically.
 
@@ -291,19 +282,19 @@ def mux(video_path: str | os.PathLike, waveform: torch.Tensor, sample_rate: int,
         raise AudioError(f"{out_path}: sample_rate must be positive, got {sample_rate}")
     info = probe(video_path)
     data = _as_waveform(waveform, str(out_path))
-    acodec, rates, vcodec = MUX_FORMATS[suffix]
-    allowed = rates or _AAC_RATES
-    out_rate = sample_rate if sample_rate in allowed else min(allowed, key=lambda r: (r < sample_rate, abs(r - sample_rate)))
+    rates = MUX_FORMATS[suffix][2] or _AAC_RATES
+    # the rate itself if the codec takes it, else the nearest rate above (no loss), else the highest
+    out_rate = min(rates, key=lambda r: (r < sample_rate, abs(r - sample_rate)))
     try:
         with atomic_file(out_path) as tmp:
-            _write_muxed(video_path, info, data, sample_rate, out_rate, acodec, vcodec, tmp, _FORMAT_NAMES[suffix])
+            _write_muxed(video_path, info, data, sample_rate, out_rate, MUX_FORMATS[suffix], tmp)
     except av.FFmpegError as exc:
         raise VideoError(f"{out_path}: writing the video failed ({exc}); check the folder is writable and "
                          f"the input {video_path} is intact") from None
 
 
-def _audio_frames(data: np.ndarray, sample_rate: int, out_rate: int, stream, total: int):
-    """Encoder-ready frames of `data` [C, n] resampled to out_rate, exactly `total` output samples long."""
+def _audio_frames(data: np.ndarray, sample_rate: int, out_rate: int, stream, total: int, offset: int):
+    """Encoder-ready frames of `data` [C, n] resampled to out_rate, exactly `total` samples from pts `offset`."""
     layout = _LAYOUTS[data.shape[0]]
     ctx = stream.codec_context
     size = ctx.frame_size or 1024
@@ -333,22 +324,22 @@ def _audio_frames(data: np.ndarray, sample_rate: int, out_rate: int, stream, tot
                 out = av.AudioFrame.from_ndarray(np.ascontiguousarray(arr), format=ctx.format.name,
                                                  layout=ctx.layout.name)
                 out.sample_rate = out_rate
-            out.pts = produced
+            out.pts = offset + produced
             out.time_base = Fraction(1, out_rate)
             produced += out.samples
             yield out
 
 
-def _write_muxed(video_path: Path, info, data: np.ndarray, sample_rate: int, out_rate: int,
-                 acodec: str, vcodec: str, tmp: Path, format_name: str) -> None:
+def _write_muxed(video_path: Path, info, data: np.ndarray, sample_rate: int, out_rate: int, spec: tuple,
+                 tmp: Path) -> None:
+    format_name, acodec, _, vcodec, copyable = spec
     total = int(round(info.duration * out_rate))
     with _open(video_path) as source, av.open(str(tmp), "w", format=format_name) as out:
         vin = _video_stream(source, video_path)
         for other in source.streams:
             if other.index != vin.index:
                 other.discard = av.stream.Discard.all
-        allowed = _COPYABLE.get(format_name)
-        copy = vin.codec_context.name in (allowed if allowed is not None else out.supported_codecs)
+        copy = vin.codec_context.name in (copyable if copyable is not None else out.supported_codecs)
         if copy:
             vout = out.add_stream_from_template(vin)
         else:
@@ -363,7 +354,9 @@ def _write_muxed(video_path: Path, info, data: np.ndarray, sample_rate: int, out
             vout.set_display_rotation(-info.rotation)  # PyAV counts counter-clockwise
         aout = out.add_stream(acodec, rate=out_rate)
         aout.layout = _LAYOUTS[data.shape[0]]
-        audio = _audio_frames(data, sample_rate, out_rate, aout, total)
+        # music time 0 is the first picture (read_frames counts from the video stream's first timestamp)
+        offset = max(0, int(round(float((vin.start_time or 0) * vin.time_base) * out_rate)))
+        audio = _audio_frames(data, sample_rate, out_rate, aout, total, offset)
         audio_time = 0.0
 
         def feed_audio(until: float) -> float:
