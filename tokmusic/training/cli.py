@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -27,3 +28,14 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
         print("tokmusic: interrupted; re-run the same command to resume", file=sys.stderr)
         code = 130
     sys.exit(code or 0)
+
+
+def distributed_cpu() -> bool:
+    """True for several processes on a machine without CUDA (``accelerate launch --multi_gpu`` on CPUs).
+
+    accelerate only forms a (gloo) process group there when told ``cpu=True``; without it every process would
+    silently train alone.
+    """
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()

@@ -23,7 +23,7 @@ from ..checkpoint import save_stage
 from ..errors import CheckpointError, ConfigError
 from ..stage import Conditioning, Stage, StageConfig
 from .checkpoints import checkpoint_dirs, load_checkpoint, save_checkpoint
-from .cli import RecipeParser
+from .cli import RecipeParser, distributed_cpu
 from .config import TrainConfig
 from .dataset import StageDataset, StepSampler, collate
 from .ema import EMA
@@ -131,7 +131,7 @@ def train(kind: str, argv: list[str] | None, default_card: Path) -> int:
 
     out = Path(args.out)
     trackers = "tensorboard" if tc.log_with == "tensorboard" and is_tensorboard_available() else None
-    accelerator = Accelerator(mixed_precision=_mixed_precision(tc.mixed_precision), log_with=trackers,
+    accelerator = Accelerator(cpu=distributed_cpu(), mixed_precision=_mixed_precision(tc.mixed_precision), log_with=trackers,
                               project_dir=str(out), gradient_accumulation_steps=tc.grad_accum)
     sharded = accelerator.distributed_type == DistributedType.FSDP
     if sharded and tc.ema_decay > 0:
@@ -171,7 +171,10 @@ def train(kind: str, argv: list[str] | None, default_card: Path) -> int:
     sampler = StepSampler(len(dataset), tc.batch_size, accum=tc.grad_accum, rank=accelerator.process_index,
                           world=accelerator.num_processes, seed=tc.seed, start_step=step)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                                         num_workers=tc.num_workers, persistent_workers=False)
+                                         num_workers=tc.num_workers,
+                                         # its own generator: creating the iterator must not draw from the
+                                         # global RNG, which a resumed run has just restored
+                                         generator=torch.Generator().manual_seed(tc.seed))
     batches = iter(loader)
     log_path = out / "log.jsonl"
     window_loss, window_tokens, window_start = [], 0, time.perf_counter()

@@ -1,0 +1,62 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tokmusic.cards import read_card
+from tokmusic.training.checkpoints import optimizer_state, optimizer_tensors
+from tokmusic.training.config import TrainConfig
+from tokmusic.training.ema import EMA
+from tokmusic.training.trainer import lr_at
+
+STAGES = Path(__file__).resolve().parents[1] / "stages"
+
+
+@pytest.mark.parametrize("path", sorted(STAGES.glob("*.json")), ids=lambda p: p.stem)
+def test_every_card_has_a_valid_train_section(path):
+    card = read_card(path)
+    cfg = TrainConfig.from_dict(card["train"], where=str(path))
+    assert cfg.crop_seconds == (3.0 if card["kind"] == "fine" else 10.0)
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = TrainConfig(lr=1.0, warmup_steps=4, max_steps=14, min_lr_ratio=0.1)
+    assert [lr_at(s, cfg) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(9, cfg) == pytest.approx(0.55)  # half way through the cosine
+    assert lr_at(14, cfg) == pytest.approx(0.1) and lr_at(100, cfg) == pytest.approx(0.1)
+
+
+def test_optimizer_state_round_trips_without_pickles():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, betas=(0.8, 0.9))
+    for _ in range(2):
+        model(torch.randn(4, 3)).sum().backward()
+        opt.step()
+    tensors, rest = optimizer_tensors(opt.state_dict())
+    json.dumps(rest)  # the non-tensor part is plain JSON
+    clone = torch.nn.Linear(3, 2)
+    clone.load_state_dict(model.state_dict())
+    opt2 = torch.optim.AdamW(clone.parameters(), lr=0.5)
+    tensors = {k: v.clone() for k, v in tensors.items()}  # as if read back from the file
+    opt2.load_state_dict(optimizer_state(tensors, json.loads(json.dumps(rest))))
+    x = torch.randn(4, 3)
+    for m, o in ((model, opt), (clone, opt2)):
+        o.zero_grad()
+        m(x).sum().backward()
+        o.step()
+    assert torch.equal(model.weight, clone.weight) and torch.equal(model.bias, clone.bias)
+
+
+def test_ema_warms_up_and_copies():
+    model = torch.nn.Linear(2, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = EMA(model, decay=0.99)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # first decay min(0.99, 1/10) = 0.1
+    assert torch.allclose(ema.shadow["weight"], torch.full((1, 2), 0.9))
+    target = torch.nn.Linear(2, 1, bias=False)
+    ema.copy_to(target)
+    assert torch.equal(target.weight, ema.shadow["weight"])
