@@ -83,6 +83,9 @@ def test_clip_refuses_pickles_and_offline_hub_ids(tmp_path):
         CLIPVisualEncoder.from_pretrained("no-such-org/clip")
     with pytest.raises(CheckpointError, match="config.json"):
         from_config({"type": "clip"}, tmp_path / "empty")
+    (tmp_path / "model.safetensors").write_bytes(b"not safetensors" * 8)
+    with pytest.raises(CheckpointError, match="cannot load"):
+        CLIPVisualEncoder.from_pretrained(tmp_path)
 
 
 # --- motion -----------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 
 from .errors import CheckpointError, ConfigError, VideoError
 from .fileio import check_keys, read_json, refuse_pickles
@@ -115,7 +116,7 @@ class CLIPVisualEncoder(VisualEncoder):
             refuse_pickles(local)
         try:
             model = CLIPVisionModel.from_pretrained(str(name_or_path), use_safetensors=True)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, SafetensorError) as exc:
             raise CheckpointError(
                 f"{name_or_path}: cannot load a CLIP vision model ({str(exc).splitlines()[0]}); "
                 "pass a local directory holding config.json and model.safetensors"
