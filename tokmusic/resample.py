@@ -12,6 +12,7 @@ frequency, so downsampling does not alias) tapered by a Kaiser window.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -55,9 +56,9 @@ def resample(
     dtype = waveform.dtype if waveform.dtype == torch.float64 else torch.float32
     shape, n = waveform.shape[:-1], waveform.shape[-1]
     out_len = -(-n * up // down)
-    x = waveform.reshape(-1, 1, n).to(dtype)
     if n == 0:
-        return x.new_zeros(*shape, 0)
+        return waveform.new_zeros(*shape, 0, dtype=dtype)
+    x = waveform.reshape(-1, 1, n).to(dtype)
 
     kernels, half = _phase_kernels(up, down, zeros, rolloff, beta)
     kernels = kernels.to(device=x.device, dtype=dtype)
@@ -68,8 +69,12 @@ def resample(
     return y.reshape(*shape, out_len)
 
 
+@functools.lru_cache(maxsize=16)
 def _phase_kernels(up: int, down: int, zeros: int, rolloff: float, beta: float) -> tuple[torch.Tensor, int]:
-    """The `up` polyphase kernels [up, 1, 2 * half + down] and the half-width `half` in input samples."""
+    """The `up` polyphase kernels [up, 1, 2 * half + down] and the half-width `half` in input samples.
+
+    Cached: building them costs more than filtering a few seconds of audio. Callers must not modify them.
+    """
     cutoff = 0.5 * rolloff * min(1.0, up / down)  # cycles per input sample
     half = math.ceil(zeros / (2.0 * cutoff))
     taps = torch.arange(-half, half + down, dtype=torch.float64)  # input offsets i
