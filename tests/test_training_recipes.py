@@ -1,0 +1,170 @@
+"""End to end: a tiny corpus -> preprocess -> each stage under a 2-process accelerate launch -> generation."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from media import make_audio, make_video
+from tokmusic.errors import ConfigError, DataError, TokmusicError
+from tokmusic.testing import tiny_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+TRAIN = {"lr": 3e-3, "warmup_steps": 5, "batch_size": 2, "log_every": 5, "save_every": 10, "num_workers": 0,
+         "ema_decay": 0.5, "max_steps": 30}
+
+
+def launch(script, *args, processes=2):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = (ACCELERATE if processes == 2 else [sys.executable]) + [str(ROOT / "recipes" / script), *map(str, args)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def recipe(name):
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def card(tmp, kind, **train):
+    data = json.loads((ROOT / "stages" / f"{kind}-tiny.json").read_text())
+    data["train"] = {**TRAIN, **train}
+    path = tmp / f"{kind}-test.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("corpus")
+    tiny_pipeline(seed=0).save_pretrained(tmp / "pipeline")
+    lines = []
+    for i in range(3):
+        make_video(tmp / f"v{i}.mp4", 4.0, fps=4, size=(32, 32), with_audio=True)
+        lines.append({"video": f"v{i}.mp4", "split": "train"})
+    make_video(tmp / "silent.mp4", 4.0, fps=4, size=(32, 32))
+    make_audio(tmp / "music.wav", 4.0, sample_rate=16000, freq=330.0)
+    lines.append({"video": "silent.mp4", "audio": "music.wav", "text": "a tone"})
+    (tmp / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    lines.append({"video": "corrupt.mp4"})
+    make_video(tmp / "noaudio.mp4", 2.0, fps=4, size=(32, 32))
+    lines.append({"video": "noaudio.mp4"})
+    make_video(tmp / "short.mp4", 0.5, fps=4, size=(32, 32), with_audio=True)
+    lines.append({"video": "short.mp4"})
+    (tmp / "manifest.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    out = launch("preprocess.py", tmp / "manifest.jsonl", "--pipeline", tmp / "pipeline", "--out", tmp / "data",
+                 "--shard-size", "2", "--quiet")
+    return tmp, out
+
+
+def test_preprocess_reports_bad_items_and_resumes(corpus):
+    tmp, out = corpus
+    index = json.loads((tmp / "data" / "index.json").read_text())
+    assert [e["line"] for e in index["items"]] == [1, 2, 3, 4]
+    assert {f["line"]: f["reason"].split(":")[0] for f in index["failed"]} == {
+        5: "VideoError", 6: "DataError", 7: "DataError"}
+    assert "4 items ready, 3 failed" in out
+    item = index["items"][0]
+    assert item["frames"] == 8 and item["codec_frames"] == 200 and abs(item["duration"] - 4.0) < 0.05
+    before = sorted(p.name for p in (tmp / "data" / "shards").iterdir())
+    again = launch("preprocess.py", tmp / "manifest.jsonl", "--pipeline", tmp / "pipeline", "--out",
+                   tmp / "data", "--quiet", processes=1)
+    assert "0 done, 7 already there" in again
+    assert sorted(p.name for p in (tmp / "data" / "shards").iterdir()) == before
+
+
+def losses(run):
+    return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_train_all_stages_and_generate(corpus):
+    tmp, _ = corpus
+    for n, kind in enumerate(("semantic", "coarse", "fine"), start=1):
+        launch(f"stage{n}.py", "--data", tmp / "data", "--pipeline", tmp / "pipeline", "--out", tmp / f"run-{kind}",
+               "--config", card(tmp, kind))
+        curve = losses(tmp / f"run-{kind}")
+        assert len(curve) == 6 and curve[-1] < 0.9 * curve[0], (kind, curve)
+    pipe = tiny_pipeline(seed=0)
+    for kind in ("semantic", "coarse", "fine"):
+        pipe.replace_stage(kind, tmp / f"run-{kind}" / "stage")
+    music = pipe.generate(tmp / "v0.mp4", seconds=1.5, seed=0, progress=False)
+    assert music.waveform.shape == (1, 24000) and torch.isfinite(music.waveform).all()
+
+
+def test_killed_run_resumes_exactly(corpus):
+    tmp, _ = corpus
+    args = ["--data", tmp / "data", "--pipeline", tmp / "pipeline", "--config", card(tmp, "fine", max_steps=20)]
+    launch("stage3.py", *args, "--out", tmp / "whole")
+    out = launch("stage3.py", *args, "--out", tmp / "split", "--stop-after", "13")
+    assert "stopping after step 13" in out and not (tmp / "split" / "stage").exists()
+    assert sorted(p.name for p in (tmp / "split" / "checkpoints").iterdir()) == ["step-00000010"]
+    out = launch("stage3.py", *args, "--out", tmp / "split")
+    assert "resuming from" in out and "(step 10)" in out
+    for name in ("stage/model.safetensors", "checkpoints/step-00000020/model.safetensors",
+                 "checkpoints/step-00000020/optimizer.safetensors"):
+        a, b = load_file(tmp / "whole" / name), load_file(tmp / "split" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_fit_semantic_writes_a_loadable_pipeline(corpus):
+    from tokmusic.pipeline import Pipeline
+
+    tmp, _ = corpus
+    with pytest.raises(SystemExit):  # --help
+        recipe("fit_semantic")(["--help"])
+    recipe("fit_semantic")([str(tmp / "manifest.jsonl"), "--pipeline", str(tmp / "pipeline"), "--out",
+                            str(tmp / "fitted"), "--clusters", "16", "--frames-per-item", "50", "--iterations", "20",
+                            "--quiet"])
+    pipe = Pipeline.from_pretrained(tmp / "fitted")
+    assert pipe.semantic_tokenizer.vocab_size == 16
+    assert pipe.stages["semantic"].cfg.target_vocab == 16 and pipe.stages["coarse"].cfg.source_vocab == 16
+    # data made with the old tokenizer no longer fits the new pipeline
+    with pytest.raises(DataError, match="semantic_vocab"):
+        recipe("stage1")(["--data", str(tmp / "data"), "--pipeline", str(tmp / "fitted"), "--out",
+                          str(tmp / "nope"), "--config", str(card(tmp, "semantic"))])
+
+
+@pytest.mark.parametrize("change, error, message", [
+    ({"model": {"encoder_layers": 0}}, ConfigError, "encoder_layers must be a positive integer"),
+    ({"model": {"d_modle": 8}}, ConfigError, "d_modle"),
+    ({"train": {"crop_seconds": 2.0}}, ConfigError, "longer than train.crop_seconds"),
+    ({"train": {"batch": 2}}, ConfigError, "unknown key(s) ['batch']"),
+    ({"kind": "fine"}, ConfigError, "a 'fine' card given to the 'semantic' recipe"),
+])
+def test_bad_configs_fail_before_training(corpus, change, error, message):
+    tmp, _ = corpus
+    data = json.loads(card(tmp, "semantic").read_text())
+    for key, value in change.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    path = tmp / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(error) as err:
+        recipe("stage1")(["--data", str(tmp / "data"), "--pipeline", str(tmp / "pipeline"), "--out",
+                          str(tmp / "bad-run"), "--config", str(path)])
+    assert message in str(err.value)
+    assert not (tmp / "bad-run").exists()
+
+
+def test_user_errors_print_one_line_and_exit_2(corpus, tmp_path):
+    tmp, _ = corpus
+    (tmp_path / "m.jsonl").write_text('{"video": "v0.mp4"}\n{oops\n')
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "recipes" / "preprocess.py"), str(tmp_path / "m.jsonl"),
+                           "--pipeline", str(tmp / "pipeline"), "--out", str(tmp_path / "d")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith("tokmusic: error: ") and "m.jsonl:1" in done.stderr  # v0.mp4 is not there
+    with pytest.raises(TokmusicError, match="no index.json"):
+        recipe("stage2")(["--data", str(tmp_path), "--pipeline", str(tmp / "pipeline"), "--out", str(tmp_path / "r")])
