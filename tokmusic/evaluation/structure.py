@@ -1,0 +1,127 @@
+"""Music structure of one clip with no learned weights: tempo, beats, onsets, section changes, key, loudness.
+
+    s = analyze_music(waveform, sample_rate)      # waveform [C, N] or [N]
+    s.tempo, s.beats, s.onsets, s.sections, s.key
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .beats import estimate_tempo, track_beats
+from .key import Key, estimate_key
+from .spectral import (ANALYSIS_RATE, CHROMA_HOP, ONSET_HOP, chroma, log_mel, onset_strength, pick_peaks,
+                       resample, to_mono)
+
+SECTION_RATE = 5.0  # frames/s of the self-similarity analysis behind section changes
+
+
+@dataclass
+class MusicStructure:
+    """What `analyze_music` finds in one clip. Times are seconds from the clip's start."""
+
+    duration: float
+    tempo: float  # BPM, 0.0 when no pulse is found
+    beats: np.ndarray  # float64 [B]
+    onsets: np.ndarray  # float64 [O]
+    sections: np.ndarray  # float64 [S], section boundaries (not including 0 and the end)
+    key: Key | None
+    chroma_mean: np.ndarray  # float64 [12], sums to 1 (all zero for silence)
+    loudness_db: float  # RMS level in dBFS
+    centroid_hz: float  # mean spectral centroid
+    envelope: np.ndarray = field(repr=False)  # onset strength [T] at `fps`
+    fps: float = ANALYSIS_RATE / ONSET_HOP
+
+    @property
+    def onset_rate(self) -> float:
+        """Onsets per second."""
+        return len(self.onsets) / self.duration if self.duration > 0 else 0.0
+
+    def summary(self) -> dict:
+        """JSON-able per-clip numbers (times rounded to milliseconds)."""
+        return {
+            "duration": round(self.duration, 3),
+            "tempo_bpm": round(self.tempo, 2),
+            "beats": [round(float(t), 3) for t in self.beats],
+            "sections": [round(float(t), 3) for t in self.sections],
+            "key": self.key.to_dict() if self.key else None,
+            "loudness_db": round(self.loudness_db, 2),
+            "centroid_hz": round(self.centroid_hz, 1),
+            "onset_rate": round(self.onset_rate, 3),
+        }
+
+
+def novelty_curve(features: torch.Tensor, kernel_frames: int) -> np.ndarray:
+    """Foote novelty [T] of features [D, T]: a Gaussian-tapered checkerboard kernel slid along the
+    diagonal of the cosine self-similarity matrix. High where the past and the future differ."""
+    f = features - features.mean(dim=1, keepdim=True)
+    f = f / f.std(dim=1, keepdim=True).clamp_min(1e-6)
+    f = torch.nn.functional.normalize(f.double(), dim=0)
+    ssm = (f.T @ f).numpy()  # [T, T]
+    half = max(1, kernel_frames // 2)
+    ax = np.arange(-half, half) + 0.5
+    taper = np.exp(-0.5 * (ax / (0.5 * half)) ** 2)
+    # +1 within the past and within the future, -1 across them: high where each side is self-similar
+    # but unlike the other
+    kernel = np.outer(np.sign(ax), np.sign(ax)) * np.outer(taper, taper)
+    padded = np.pad(ssm, half, mode="edge")
+    n = ssm.shape[0]
+    return np.array([np.sum(kernel * padded[t : t + 2 * half, t : t + 2 * half]) for t in range(n)])
+
+
+def section_changes(x: torch.Tensor, sample_rate: int, kernel_seconds: float = 6.0) -> np.ndarray:
+    """Section boundaries (seconds) of mono `x` [N]: peaks of timbre+harmony novelty at least
+    `kernel_seconds / 2` apart, away from the clip's edges."""
+    hop = int(round(sample_rate / SECTION_RATE))
+    mel = log_mel(x, sample_rate, n_fft=2048, hop=hop, n_mels=32)
+    chr_ = chroma(x, sample_rate, hop=hop)
+    t = min(mel.shape[1], chr_.shape[1])
+    kernel = int(round(kernel_seconds * SECTION_RATE))
+    if t < kernel + 2:
+        return np.zeros(0)
+    features = torch.cat([mel[:, :t] / 10.0, 3.0 * chr_[:, :t]])
+    nov = novelty_curve(features, kernel)
+    half = kernel // 2
+    nov[:half] = nov[-half:] = nov.min()  # a kernel hanging over an edge sees padding, not music
+    peaks = pick_peaks(nov, pre_max=half, post_max=half, pre_avg=kernel, post_avg=kernel, delta=0.25, wait=half)
+    peaks = peaks[(peaks >= half) & (peaks < t - half)]
+    return peaks / SECTION_RATE
+
+
+def analyze_music(waveform, sample_rate: int, sections: bool = True) -> MusicStructure:
+    """Tempo, beats, onsets, section changes, key, loudness and brightness of `waveform` [C, N] or [N]."""
+    x = to_mono(waveform)
+    x = resample(x, sample_rate, ANALYSIS_RATE)
+    sr = ANALYSIS_RATE
+    duration = x.shape[0] / sr
+    fps = sr / ONSET_HOP
+    env = onset_strength(x, sr).numpy().astype(np.float64)
+    tempo = estimate_tempo(env, fps)
+    beats = track_beats(env, fps, tempo) if tempo > 0 else np.zeros(0)
+    onsets = pick_peaks(env) / fps
+    profile = chroma(x, sr).double().mean(dim=1).numpy()
+    total = profile.sum()
+    profile = profile / total if total > 0 else profile
+    rms = float(x.double().pow(2).mean().sqrt()) if x.numel() else 0.0
+    spec = torch.stft(torch.nn.functional.pad(x, (0, max(0, 1025 - x.shape[0]))), 2048, hop_length=CHROMA_HOP,
+                      window=torch.hann_window(2048), return_complex=True).abs()
+    freqs = torch.linspace(0, sr / 2, spec.shape[0])
+    weight = spec.sum(dim=0)
+    centroid = float(((freqs[:, None] * spec).sum(dim=0) / weight.clamp_min(1e-9))[weight > 1e-6].mean()) \
+        if bool((weight > 1e-6).any()) else 0.0
+    return MusicStructure(
+        duration=duration,
+        tempo=float(tempo),
+        beats=beats,
+        onsets=onsets,
+        sections=section_changes(x, sr) if sections else np.zeros(0),
+        key=estimate_key(profile) if total > 0 else None,
+        chroma_mean=profile,
+        loudness_db=20.0 * np.log10(max(rms, 1e-10)),
+        centroid_hz=centroid,
+        envelope=env,
+        fps=fps,
+    )
