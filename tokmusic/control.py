@@ -1,0 +1,269 @@
+"""The control token: a joint text-audio embedding (CLAP through transformers `ClapModel`).
+
+V2Meow §3.1: training conditions on the *audio* embedding of the target music, so no captions are needed;
+inference conditions on the *text* embedding of the prompt. Both land in the same space, L2-normalised.
+
+    control = ClapControl.from_pretrained("laion/clap-htsat-unfused")   # or a local directory
+    c_train = control.embed_audio(music, 48_000)        # [C, N] -> float32 [dim]
+    c_infer = control.embed_text(["slow melancholic piano"])   # -> float32 [1, dim]
+
+Audio longer than the model's window (10 s for CLAP) is cut into evenly spaced full windows whose embeddings
+are averaged and re-normalised, so the whole piece counts and the result is deterministic (the feature
+extractor's own handling of long audio picks random crops).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
+
+from .errors import CheckpointError, ConfigError
+from .fileio import check_keys, refuse_pickles
+from .resample import resample
+
+CONFIG_TYPE = "clap"
+# Audio windows embedded per forward pass: bounds memory on long music.
+WINDOW_BATCH = 8
+
+
+class ControlEmbedder(abc.ABC):
+    """A joint text-audio embedding: both sides give L2-normalised float32 vectors of width `dim`."""
+
+    dim: int
+
+    @abc.abstractmethod
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """Prompts -> float32 [B, dim], L2-normalised. An empty prompt raises ConfigError."""
+
+    @abc.abstractmethod
+    def embed_audio(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """Waveform [C, N] (or [N]) at `sample_rate` -> float32 [dim], L2-normalised."""
+
+    @abc.abstractmethod
+    def to_config(self) -> dict:
+        """JSON-able settings with a "type" key."""
+
+    @abc.abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write weights and files into the existing `directory`."""
+
+
+class ClapControl(ControlEmbedder):
+    """CLAP: `ClapModel` with its processor (tokenizer + ClapFeatureExtractor)."""
+
+    def __init__(self, model: ClapModel, processor: ClapProcessor) -> None:
+        if not isinstance(model, ClapModel):
+            raise ConfigError(f"ClapControl needs a transformers ClapModel, got {type(model).__name__}")
+        extractor = getattr(processor, "feature_extractor", None)
+        if not isinstance(extractor, ClapFeatureExtractor) or getattr(processor, "tokenizer", None) is None:
+            raise ConfigError("ClapControl needs a ClapProcessor with a tokenizer and a ClapFeatureExtractor")
+        if extractor.feature_size != model.config.audio_config.num_mel_bins:
+            raise ConfigError(
+                f"CLAP processor makes {extractor.feature_size} mel bins but the model takes "
+                f"{model.config.audio_config.num_mel_bins}; they belong to different checkpoints"
+            )
+        self.model = model.eval()
+        self.processor = processor
+        self.dim = int(model.config.projection_dim)
+        self.sample_rate = int(extractor.sampling_rate)
+        self.window = int(extractor.nb_max_samples)  # samples per audio window at sample_rate
+        self.fusion = bool(model.config.audio_config.enable_fusion)
+        positions = int(model.config.text_config.max_position_embeddings) - 2  # RoBERTa offsets by pad id + 1
+        self.max_text_tokens = min(positions, int(getattr(processor.tokenizer, "model_max_length", positions)))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str) -> ClapControl:
+        """Move the model to `device` (in place); returns self."""
+        self.model.to(device)
+        return self
+
+    @torch.inference_mode()
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """Prompts (a list, or one string) -> float32 [B, dim], L2-normalised."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, (list, tuple)) or not texts:
+            raise ConfigError("embed_text: pass a non-empty list of prompts")
+        for text in texts:
+            if not isinstance(text, str):
+                raise ConfigError(f"embed_text: prompts must be strings, got {type(text).__name__}")
+            if not text.strip():
+                raise ConfigError("prompt is empty; pass None for no prompt")
+        inputs = self.processor.tokenizer(
+            [text.strip() for text in texts],
+            padding=True,
+            truncation=True,
+            max_length=self.max_text_tokens,
+            return_tensors="pt",
+        ).to(self.device)
+        features = self.model.get_text_features(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).pooler_output
+        return F.normalize(features.float(), dim=-1)
+
+    @torch.inference_mode()
+    def embed_audio(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """Waveform [C, N] (or [N]) at `sample_rate` -> float32 [dim], L2-normalised (mean over windows)."""
+        if not isinstance(waveform, torch.Tensor) or not torch.is_floating_point(waveform):
+            got = waveform.dtype if isinstance(waveform, torch.Tensor) else type(waveform).__name__
+            raise ConfigError(f"embed_audio: waveform must be a float tensor [C, N], got {got}")
+        if waveform.dim() not in (1, 2):
+            raise ConfigError(f"embed_audio: waveform must be [C, N], got shape {tuple(waveform.shape)}")
+        if waveform.shape[-1] == 0:
+            raise ConfigError("embed_audio: waveform is empty (0 samples)")
+        if not bool(torch.isfinite(waveform).all()):
+            raise ConfigError("embed_audio: waveform holds NaN or infinite samples")
+        x = waveform.detach().float().cpu()
+        x = x.mean(0) if x.dim() == 2 else x
+        x = resample(x, sample_rate, self.sample_rate)
+        windows = [w.numpy().astype(np.float64) for w in self._windows(x)]
+        embeddings = []
+        for i in range(0, len(windows), WINDOW_BATCH):
+            embeddings.append(self._embed_windows(windows[i : i + WINDOW_BATCH]))
+        mean = torch.cat(embeddings).mean(0)
+        return F.normalize(mean, dim=-1)
+
+    def _windows(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Evenly spaced full windows covering x [N]; x itself when it fits in one."""
+        n = x.shape[0]
+        if n <= self.window:
+            return [x]
+        count = -(-n // self.window)
+        starts = torch.linspace(0, n - self.window, count).round().long().tolist()
+        return [x[s : s + self.window] for s in starts]
+
+    def _embed_windows(self, windows: list[np.ndarray]) -> torch.Tensor:
+        # The extractor draws from numpy's global generator (to flag a "longer" clip); keep callers' draws intact.
+        state = np.random.get_state()
+        try:
+            inputs = self.processor.feature_extractor(
+                windows,
+                sampling_rate=self.sample_rate,
+                truncation="fusion" if self.fusion else "rand_trunc",
+                return_tensors="pt",
+            )
+        finally:
+            np.random.set_state(state)
+        features = inputs["input_features"].to(self.device, self.model.dtype)
+        # Windows never exceed the model's length; a single fused clip is flagged "longer" by the extractor,
+        # so flag every window the same way instead of one at random.
+        is_longer = torch.full((len(windows), 1), self.fusion, dtype=torch.bool, device=self.device)
+        output = self.model.get_audio_features(input_features=features, is_longer=is_longer).pooler_output
+        return F.normalize(output.float(), dim=-1)
+
+    # ----------------------------------------------------------------------------------------------- storage
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike) -> ClapControl:
+        """Load ClapModel + ClapProcessor from a local directory or hub id (safetensors only)."""
+        return cls(*_load_clap(name_or_path))
+
+    def to_config(self) -> dict:
+        """JSON-able settings; model and processor files are written by save()."""
+        return {"type": CONFIG_TYPE, "dim": self.dim, "sample_rate": self.sample_rate}
+
+    def save(self, directory: Path) -> None:
+        """Write model.safetensors + config.json and the processor's files into the existing `directory`."""
+        self.model.save_pretrained(str(directory), safe_serialization=True)
+        self.processor.save_pretrained(str(directory))
+
+    @classmethod
+    def load(cls, directory: Path, config: dict) -> ClapControl:
+        """Rebuild an embedder saved by save() with the settings of to_config()."""
+        check_keys(config, {"type", "dim", "sample_rate"}, f"{directory}: control config")
+        if config.get("type") != CONFIG_TYPE:
+            raise ConfigError(f"{directory}: control type {config.get('type')!r} is not {CONFIG_TYPE!r}")
+        control = cls(*_load_clap(directory))
+        for key in ("dim", "sample_rate"):
+            if key in config and config[key] != getattr(control, key):
+                raise CheckpointError(
+                    f"{Path(directory)}: the CLAP files give {key}={getattr(control, key)} but the control config "
+                    f"says {config[key]}; the directory holds another model — save it again"
+                )
+        return control
+
+
+def from_config(config: dict, directory: Path | None) -> ControlEmbedder:
+    """Dispatch on config["type"]: "clap" loads from `directory` (needed)."""
+    kind = config.get("type")
+    if kind != CONFIG_TYPE:
+        raise ConfigError(f"control config: unknown type {kind!r}; known: [{CONFIG_TYPE!r}]")
+    if directory is None:
+        raise ConfigError("control config: a CLAP embedder needs the directory its files were saved in")
+    return ClapControl.load(Path(directory), config)
+
+
+def _load_clap(name_or_path: str | os.PathLike) -> tuple[ClapModel, ClapProcessor]:
+    """ClapModel + ClapProcessor from a local directory or hub id; pickles refused, failures as CheckpointError."""
+    path = Path(name_or_path)
+    local = path.is_dir()
+    if local:
+        refuse_pickles(path)
+    try:
+        model = ClapModel.from_pretrained(str(name_or_path), use_safetensors=True)
+        processor = ClapProcessor.from_pretrained(str(name_or_path))
+    except OSError as exc:
+        if local:
+            raise CheckpointError(
+                f"{path}: cannot load CLAP from this directory ({exc}); it needs config.json, model.safetensors "
+                "and the processor files (processor_config.json, tokenizer files)"
+            ) from None
+        raise CheckpointError(
+            f"{name_or_path}: not a local directory and the hub cannot be reached or has no such model ({exc}); "
+            "download it elsewhere and pass its local directory"
+        ) from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{name_or_path}: not a loadable CLAP model ({exc})") from None
+    return model, processor
+
+
+def _tiny_tokenizer():
+    """A byte-level BPE (RoBERTa layout) over the 256 byte symbols, built offline: every text tokenizes."""
+    from tokenizers import pre_tokenizers
+    from transformers import RobertaTokenizer
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}  # RoBERTa's ids; CLAP's text config expects pad = 1
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[symbol] = len(vocab)
+    vocab["<mask>"] = len(vocab)
+    return RobertaTokenizer(vocab=vocab, merges=[], model_max_length=64)
+
+
+def tiny_control(seed: int = 0) -> ClapControl:
+    """A random tiny CLAP (2-layer text tower, 2-stage audio tower, dim 16, 48 kHz, 2 s windows); for tests."""
+    tokenizer = _tiny_tokenizer()
+    extractor = ClapFeatureExtractor(feature_size=16, sampling_rate=48_000, hop_length=480, max_length_s=2)
+    config = ClapConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 66,
+        },
+        audio_config={
+            "num_mel_bins": 16,
+            "spec_size": 64,  # 64 / 16 mel bins: up to 256 frames = 2.55 s at hop 480
+            "window_size": 4,
+            "patch_embeds_hidden_size": 16,
+            "depths": [1, 1],
+            "num_attention_heads": [2, 2],
+            "hidden_size": 32,  # patch_embeds_hidden_size * 2 ** (stages - 1)
+            "enable_fusion": False,
+        },
+        projection_dim=16,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ClapModel(config).eval()
+    return ClapControl(model, ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer))
