@@ -17,7 +17,8 @@ import torch
 
 from ..errors import CheckpointError
 from ..fileio import refuse_pickles
-from .spectral import ANALYSIS_RATE, CHROMA_HOP, ONSET_FFT, ONSET_HOP, chroma, log_mel, resample, to_mono
+from .spectral import (ANALYSIS_RATE, CHROMA_HOP, ONSET_FFT, ONSET_HOP, chroma, log_mel, resample, spectral_flux,
+                       to_mono)
 
 WEIGHT_FREE_EMBEDDERS = ("spectral",)
 WEIGHT_FREE_CLASSIFIERS = ("pitch-class",)
@@ -80,7 +81,7 @@ class SpectralEmbedder(AudioEmbedder):
         mel_hop, chroma_hop = ONSET_HOP, CHROMA_HOP  # 50 and 10 frames/s
         db = log_mel(x, self.sample_rate, n_fft=ONSET_FFT, hop=mel_hop, n_mels=64, floor_db=100.0)  # [64, T]
         ch = chroma(x, self.sample_rate, n_fft=4096, hop=chroma_hop)  # [12, T']
-        flux = torch.cat([db.new_zeros(1), torch.relu(db[:, 1:] - db[:, :-1]).mean(dim=0)])
+        flux = spectral_flux(db)
         rows = []
         for a, b in self._bounds(x.shape[0]):
             m = db[:, a // mel_hop : max(a // mel_hop + 1, b // mel_hop)]

@@ -76,12 +76,17 @@ def chroma_filterbank(sample_rate: int, n_fft: int, fmin: float = 55.0, fmax: fl
     return torch.from_numpy(bank).float()
 
 
+def mel_db(power: torch.Tensor, sample_rate: int, n_fft: int, n_mels: int = 64, floor_db: float = 80.0) -> torch.Tensor:
+    """Log-mel power in dB [n_mels, T] of a power spectrogram [n_fft // 2 + 1, T], floored `floor_db` below
+    its maximum (silence stays finite)."""
+    db = 10.0 * torch.log10((mel_filterbank(sample_rate, n_fft, n_mels) @ power).clamp_min(1e-10))
+    return db.clamp_min(db.max() - floor_db)
+
+
 def log_mel(x: torch.Tensor, sample_rate: int, n_fft: int = ONSET_FFT, hop: int = ONSET_HOP,
             n_mels: int = 64, floor_db: float = 80.0) -> torch.Tensor:
-    """Log-mel power in dB [n_mels, T], floored `floor_db` below the clip's maximum (silence stays finite)."""
-    mel = mel_filterbank(sample_rate, n_fft, n_mels) @ power_spectrogram(x, n_fft, hop)
-    db = 10.0 * torch.log10(mel.clamp_min(1e-10))
-    return db.clamp_min(db.max() - floor_db)
+    """Log-mel power in dB [n_mels, T] of mono `x` [N] (see `mel_db`)."""
+    return mel_db(power_spectrogram(x, n_fft, hop), sample_rate, n_fft, n_mels, floor_db)
 
 
 def chroma(x: torch.Tensor, sample_rate: int, n_fft: int = CHROMA_FFT, hop: int = CHROMA_HOP) -> torch.Tensor:
@@ -98,14 +103,18 @@ def chroma(x: torch.Tensor, sample_rate: int, n_fft: int = CHROMA_FFT, hop: int 
     return torch.where(quiet, torch.zeros_like(c), c / total.clamp_min(1e-12))
 
 
-def onset_strength(x: torch.Tensor, sample_rate: int, hop: int = ONSET_HOP, n_fft: int = ONSET_FFT) -> torch.Tensor:
-    """Onset-strength envelope [T] (T log-mel frames): mean positive spectral flux across mel bands.
+def spectral_flux(db: torch.Tensor) -> torch.Tensor:
+    """Onset strength [T] of log-mel frames [n_mels, T]: mean positive change across bands.
 
     env[t] measures the energy rise between frames t-1 and t; env[0] = 0. Non-negative.
     """
-    db = log_mel(x, sample_rate, n_fft, hop, n_mels=64)
     flux = torch.relu(db[:, 1:] - db[:, :-1]).mean(dim=0)
     return torch.cat([flux.new_zeros(1), flux])
+
+
+def onset_strength(x: torch.Tensor, sample_rate: int, hop: int = ONSET_HOP, n_fft: int = ONSET_FFT) -> torch.Tensor:
+    """Onset-strength envelope [T] of mono `x` [N]: the spectral flux of its 64-band log-mel."""
+    return spectral_flux(log_mel(x, sample_rate, n_fft, hop, n_mels=64))
 
 
 def pick_peaks(signal, pre_max: int = 3, post_max: int = 3, pre_avg: int = 10, post_avg: int = 10,

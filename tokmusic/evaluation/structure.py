@@ -13,8 +13,8 @@ import torch
 
 from .beats import estimate_tempo, track_beats
 from .key import Key, estimate_key
-from .spectral import (ANALYSIS_RATE, CHROMA_HOP, ONSET_HOP, chroma, log_mel, onset_strength, pick_peaks,
-                       resample, to_mono)
+from .spectral import (ANALYSIS_RATE, CHROMA_HOP, ONSET_FFT, ONSET_HOP, chroma, mel_db, pick_peaks,
+                       power_spectrogram, resample, spectral_flux, to_mono)
 
 SECTION_RATE = 5.0  # frames/s of the self-similarity analysis behind section changes
 
@@ -72,17 +72,16 @@ def novelty_curve(features: torch.Tensor, kernel_frames: int) -> np.ndarray:
     return np.array([np.sum(kernel * padded[t : t + 2 * half, t : t + 2 * half]) for t in range(n)])
 
 
-def section_changes(x: torch.Tensor, sample_rate: int, kernel_seconds: float = 6.0) -> np.ndarray:
-    """Section boundaries (seconds) of mono `x` [N]: peaks of timbre+harmony novelty at least
-    `kernel_seconds / 2` apart, away from the clip's edges."""
-    hop = int(round(sample_rate / SECTION_RATE))
-    mel = log_mel(x, sample_rate, n_fft=2048, hop=hop, n_mels=32)
-    chr_ = chroma(x, sample_rate, hop=hop)
-    t = min(mel.shape[1], chr_.shape[1])
+def section_changes(mel: torch.Tensor, chroma_frames: torch.Tensor, kernel_seconds: float = 6.0) -> np.ndarray:
+    """Section boundaries (seconds) from log-mel dB [n_mels, T] at 50 frames/s and chroma [12, T'] at
+    10 frames/s: peaks of timbre+harmony novelty at least `kernel_seconds / 2` apart, away from the edges."""
+    mel5 = _pool(mel, int(round(ANALYSIS_RATE / ONSET_HOP / SECTION_RATE)))
+    chroma5 = _pool(chroma_frames, int(round(ANALYSIS_RATE / CHROMA_HOP / SECTION_RATE)))
+    t = min(mel5.shape[1], chroma5.shape[1])
     kernel = int(round(kernel_seconds * SECTION_RATE))
     if t < kernel + 2:
         return np.zeros(0)
-    features = torch.cat([mel[:, :t] / 10.0, 3.0 * chr_[:, :t]])
+    features = torch.cat([mel5[:, :t] / 10.0, 3.0 * chroma5[:, :t]])  # dB steps and chroma shares, comparable
     nov = novelty_curve(features, kernel)
     half = kernel // 2
     nov[:half] = nov[-half:] = nov.min()  # a kernel hanging over an edge sees padding, not music
@@ -91,33 +90,36 @@ def section_changes(x: torch.Tensor, sample_rate: int, kernel_seconds: float = 6
     return peaks / SECTION_RATE
 
 
+def _pool(frames: torch.Tensor, factor: int) -> torch.Tensor:
+    """Average [D, T] over non-overlapping groups of `factor` frames -> [D, ceil(T / factor)]."""
+    return torch.nn.functional.avg_pool1d(frames[None].float(), factor, ceil_mode=True)[0]
+
+
 def analyze_music(waveform, sample_rate: int, sections: bool = True) -> MusicStructure:
     """Tempo, beats, onsets, section changes, key, loudness and brightness of `waveform` [C, N] or [N]."""
-    x = to_mono(waveform)
-    x = resample(x, sample_rate, ANALYSIS_RATE)
+    x = resample(to_mono(waveform), sample_rate, ANALYSIS_RATE)
     sr = ANALYSIS_RATE
-    duration = x.shape[0] / sr
     fps = sr / ONSET_HOP
-    env = onset_strength(x, sr).numpy().astype(np.float64)
+    power = power_spectrogram(x, ONSET_FFT, ONSET_HOP)  # [F, T], shared by onsets and brightness
+    db = mel_db(power, sr, ONSET_FFT)
+    env = spectral_flux(db).numpy().astype(np.float64)
     tempo = estimate_tempo(env, fps)
-    beats = track_beats(env, fps, tempo) if tempo > 0 else np.zeros(0)
-    onsets = pick_peaks(env) / fps
-    profile = chroma(x, sr).double().mean(dim=1).numpy()
+    chroma_frames = chroma(x, sr)
+    profile = chroma_frames.double().mean(dim=1).numpy()
     total = profile.sum()
     profile = profile / total if total > 0 else profile
     rms = float(x.double().pow(2).mean().sqrt()) if x.numel() else 0.0
-    spec = torch.stft(torch.nn.functional.pad(x, (0, max(0, 1025 - x.shape[0]))), 2048, hop_length=CHROMA_HOP,
-                      window=torch.hann_window(2048), return_complex=True).abs()
-    freqs = torch.linspace(0, sr / 2, spec.shape[0])
-    weight = spec.sum(dim=0)
-    centroid = float(((freqs[:, None] * spec).sum(dim=0) / weight.clamp_min(1e-9))[weight > 1e-6].mean()) \
-        if bool((weight > 1e-6).any()) else 0.0
+    freqs = torch.linspace(0, sr / 2, power.shape[0])
+    mag = power.sqrt()
+    weight = mag.sum(dim=0)
+    voiced = weight > 1e-6
+    centroid = float(((freqs[:, None] * mag).sum(dim=0)[voiced] / weight[voiced]).mean()) if voiced.any() else 0.0
     return MusicStructure(
-        duration=duration,
+        duration=x.shape[0] / sr,
         tempo=float(tempo),
-        beats=beats,
-        onsets=onsets,
-        sections=section_changes(x, sr) if sections else np.zeros(0),
+        beats=track_beats(env, fps, tempo) if tempo > 0 else np.zeros(0),
+        onsets=pick_peaks(env) / fps,
+        sections=section_changes(db, chroma_frames) if sections else np.zeros(0),
         key=estimate_key(profile) if total > 0 else None,
         chroma_mean=profile,
         loudness_db=20.0 * np.log10(max(rms, 1e-10)),
