@@ -9,7 +9,8 @@ import torch
 
 from tokmusic.evaluation.beats import estimate_tempo, track_beats
 from tokmusic.evaluation.events import chance_recall, count_matches, event_f1, pooled_f1
-from tokmusic.evaluation.key import Key, estimate_key, key_agreement
+from tokmusic.evaluation.key import (MAJOR_PROFILE, MINOR_PROFILE, Key, estimate_key, harmonic_template,
+                                     key_agreement)
 from tokmusic.evaluation.spectral import ANALYSIS_RATE, chroma, onset_strength, pick_peaks
 from tokmusic.evaluation.structure import analyze_music
 
@@ -134,6 +135,18 @@ def test_key_of_synthesised_chord_progressions_in_all_24_keys():
         key = estimate_key(profile)
         found[(tonic, mode)] = (key.tonic, key.mode)
     assert found == {k: k for k in found}
+
+
+def test_templates_recover_every_key_exactly():
+    np.testing.assert_array_equal(harmonic_template(MAJOR_PROFILE, harmonics=1), MAJOR_PROFILE)
+    # the overtones of the tonic triad's root land on the fifth: (C, G, C, E) for harmonics 1, 3, 4, 5
+    np.testing.assert_allclose(harmonic_template(np.eye(12)[0], 5, 0.5), np.eye(12)[0] * (1 + 0.5 + 0.125)
+                               + np.eye(12)[7] * 0.25 + np.eye(12)[4] * 0.0625)
+    for tonic, (mode, profile) in itertools.product(range(12), (("major", MAJOR_PROFILE), ("minor", MINOR_PROFILE))):
+        heard = estimate_key(np.roll(harmonic_template(profile), tonic))
+        assert (heard.tonic, heard.mode) == (tonic, mode) and heard.score == pytest.approx(1.0)
+        written = estimate_key(np.roll(profile, tonic), harmonics=1)
+        assert (written.tonic, written.mode) == (tonic, mode) and written.score == pytest.approx(1.0)
 
 
 def test_key_agreement_mirex_weights():

@@ -136,14 +136,14 @@ def evaluate(generated: str | Path, reference: str | Path, *, videos: str | Path
         if len(store) == 0:
             raise DataError(f"none of the {which} files could be decoded; see: {failed[0]['error']}")
 
-    caught: list[warnings.WarningMessage] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         metrics, skipped = _distribution_metrics(result, audio_emb, clf, k, prompt_map)
         if video_files:
             metrics.update(_video_metrics(result, video_files, vis, audio_emb, tolerance, failed))
-        elif videos is None:
-            skipped["audio_visual"] = "no --videos folder given"
+        if "audio_visual" not in metrics:
+            skipped["audio_visual"] = ("no --videos folder given" if videos is None
+                                       else "no video decoded whose name matches a clip name")
 
     gen, ref = result.generated, result.reference
     pairs = [(gen[n], ref[n]) for n in gen if n in ref]
@@ -163,12 +163,21 @@ def evaluate(generated: str | Path, reference: str | Path, *, videos: str | Path
         "failed": failed,
         "warnings": sorted({str(w.message) for w in caught}),
         "clips": {
-            "generated": {n: c.structure.summary() for n, c in gen.items()},
-            "reference": {n: c.structure.summary() for n, c in ref.items()},
+            "generated": {n: _clip_summary(c, clf) for n, c in gen.items()},
+            "reference": {n: _clip_summary(c, clf) for n, c in ref.items()},
             "videos": {n: v.summary() for n, v in result.videos.items()},
         },
     }
     return result
+
+
+def _clip_summary(clip: ClipResult, classifier) -> dict:
+    summary = clip.structure.summary()
+    labels = getattr(classifier, "labels", None)
+    if labels:
+        top = torch.argsort(clip.probabilities, descending=True)[:3].tolist()
+        summary["top_classes"] = {labels[i]: round(float(clip.probabilities[i]), 4) for i in top}
+    return summary
 
 
 def _distribution_metrics(result: Evaluation, audio_emb, clf, k: int, prompts: dict[str, str]) -> tuple[dict, dict]:
