@@ -60,10 +60,20 @@ def test_save_load_bit_identical(pipe, saved, clip):
     assert torch.equal(a.waveform, d.waveform)
 
 
-def test_prompt_changes_the_music(pipe, clip):
-    a = pipe.generate(clip, "slow melancholic piano", seed=3, progress=False)
-    b = pipe.generate(clip, "fast loud drums", seed=3, progress=False)
-    assert not torch.equal(a.waveform, b.waveform)
+def test_prompt_reaches_the_stages_that_read_it(pipe, clip, monkeypatch):
+    seen = {}
+    for name, stage in pipe.stages.items():
+        def spy(cond, *args, _generate=stage.generate, _name=name, **kwargs):
+            seen.setdefault(_name, []).append(cond.control)
+            return _generate(cond, *args, **kwargs)
+        monkeypatch.setattr(stage, "generate", spy)
+    pipe.generate(clip, "slow melancholic piano", seed=3, progress=False)
+    expected = pipe.control.embed_text(["slow melancholic piano"])
+    assert all(torch.equal(c, expected) for c in seen["semantic"])
+    assert all(c is None for c in seen["coarse"] + seen["fine"])  # the tiny cards read no control there
+    seen.clear()
+    pipe.generate(clip, None, seed=3, progress=False)
+    assert all(c is None for c in seen["semantic"])
 
 
 def test_sampling_options(pipe, clip):

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -28,6 +29,20 @@ from .stage import STAGES, Conditioning, Stage
 
 FORMAT_VERSION = 1
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "cfg_scale")
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Hide transformers' per-file "Loading weights" bars while a pipeline loads its parts."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _part_modules():
@@ -156,7 +171,8 @@ class Pipeline:
                 raise CheckpointError(f"{sub}: directory of the {key!r} part is missing; the pipeline is incomplete")
             config = {k: v for k, v in config.items() if k != "path"}
             try:
-                parts[key] = module.from_config(config, sub)
+                with _quiet_transformers():
+                    parts[key] = module.from_config(config, sub)
             except ConfigError as exc:
                 raise CheckpointError(f"{sub}: {exc}") from None
         stage_dirs = meta.get("stages") or {}
@@ -302,6 +318,9 @@ def generate(video: str | os.PathLike, prompt: str | None = None, *, pipeline=No
              seconds: float | None = None, progress: bool = True, **sampling) -> Music:
     """Music for ``video``: see ``Pipeline.generate``. ``pipeline``: None (the default pipeline), a directory
     path, or a ``Pipeline``."""
+    from .video import probe
+
+    probe(video)  # a bad video fails before any model loads
     if pipeline is None:
         pipe = default_pipeline()
     elif isinstance(pipeline, Pipeline):

@@ -12,8 +12,9 @@ a step at once.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,25 @@ DEFAULT_TEMPERATURE = {"semantic": 1.0, "coarse": 0.95, "fine": 0.4}  # V2Meow Â
 DEFAULT_WINDOW = {"semantic": (10.0, 5.0), "coarse": (10.0, 5.0), "fine": (3.0, 1.0)}  # (window, overlap) s
 
 _CONTROL, _VISUAL, _SOURCE = 0, 1, 2
+SINGLE_THREAD_DECODE_BELOW = 1024  # d_model
+
+
+@contextlib.contextmanager
+def decode_threads(d_model: int, device: torch.device) -> Iterator[None]:
+    """Run incremental decoding of small models on one CPU thread.
+
+    A decode step of a small model is a handful of tiny matrix products: intra-op threads add only
+    synchronisation, and on a busy machine their spinning makes decoding several times slower.
+    """
+    before = torch.get_num_threads()
+    single = device.type == "cpu" and d_model < SINGLE_THREAD_DECODE_BELOW and before > 1
+    if single:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if single:
+            torch.set_num_threads(before)
 
 
 @dataclass
@@ -310,15 +330,16 @@ class Stage(nn.Module):
         inputs = torch.cat([torch.full_like(seq[:, :1], v_), seq[:, :first]], -1)  # columns feeding steps 0..first
         positions = torch.arange(first + 1, device=memory.device).expand(rows, -1)
         h = self.decoder.step(self.embed_targets(inputs[None].expand(rows, -1, -1)), positions, state)[:, -1:]
-        for s in range(first, steps):
-            if todo[:, s].any():
-                logits = self.logits_of(h)[:, :, 0]  # [rows, K, V]
-                logits = guide(logits[0], logits[1], params.cfg_scale) if guided else logits[0]
-                ks = todo[:, s].nonzero().squeeze(1)
-                seq[ks, s] = sample(logits[ks], params, generator)
-            if on_step is not None:
-                on_step(1)
-            if s + 1 < steps:
-                column = seq[:, s].view(1, k_, 1).expand(rows, -1, -1)
-                h = self.decoder.step(self.embed_targets(column), torch.full((rows, 1), s + 1, device=memory.device), state)
+        with decode_threads(cfg.d_model, memory.device):
+            for s in range(first, steps):
+                if todo[:, s].any():
+                    logits = self.logits_of(h)[:, :, 0]  # [rows, K, V]
+                    logits = guide(logits[0], logits[1], params.cfg_scale) if guided else logits[0]
+                    ks = todo[:, s].nonzero().squeeze(1)
+                    seq[ks, s] = sample(logits[ks], params, generator)
+                if on_step is not None:
+                    on_step(1)
+                if s + 1 < steps:
+                    column = seq[:, s].view(1, k_, 1).expand(rows, -1, -1)
+                    h = self.decoder.step(self.embed_targets(column), torch.full((rows, 1), s + 1, device=memory.device), state)
         return self.pattern.revert(seq[None])[0]
