@@ -15,6 +15,7 @@ extractor's own handling of long audio picks random crops).
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
+from transformers.utils import logging as hf_logging
 
 from .errors import CheckpointError, ConfigError
 from .fileio import check_keys, refuse_pickles
@@ -173,8 +175,9 @@ class ClapControl(ControlEmbedder):
 
     def save(self, directory: Path) -> None:
         """Write model.safetensors + config.json and the processor's files into the existing `directory`."""
-        self.model.save_pretrained(str(directory), safe_serialization=True)
-        self.processor.save_pretrained(str(directory))
+        with _no_progress_bars():
+            self.model.save_pretrained(str(directory), safe_serialization=True)
+            self.processor.save_pretrained(str(directory))
 
     @classmethod
     def load(cls, directory: Path, config: dict) -> ClapControl:
@@ -209,8 +212,9 @@ def _load_clap(name_or_path: str | os.PathLike) -> tuple[ClapModel, ClapProcesso
     if local:
         refuse_pickles(path)
     try:
-        model = ClapModel.from_pretrained(str(name_or_path), use_safetensors=True)
-        processor = ClapProcessor.from_pretrained(str(name_or_path))
+        with _no_progress_bars():
+            model = ClapModel.from_pretrained(str(name_or_path), use_safetensors=True)
+            processor = ClapProcessor.from_pretrained(str(name_or_path))
     except OSError as exc:
         if local:
             raise CheckpointError(
@@ -224,6 +228,18 @@ def _load_clap(name_or_path: str | os.PathLike) -> tuple[ClapModel, ClapProcesso
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{name_or_path}: not a loadable CLAP model ({exc})") from None
     return model, processor
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """Silence transformers' per-load/save progress bars (a library call should not draw on stderr)."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _tiny_tokenizer():

@@ -17,12 +17,14 @@ transformer layers attend within the window only (the models are trained on crop
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
 
 import torch
 from transformers import AutoModel, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from .errors import CheckpointError, ConfigError
 from .fileio import check_keys, load_tensors, refuse_pickles, save_tensors
@@ -234,7 +236,8 @@ class SemanticTokenizer:
     def save(self, directory: Path) -> None:
         """Write the model to directory/"model" and the centroids to directory/"centroids.safetensors"."""
         directory = Path(directory)
-        self.model.save_pretrained(str(directory / MODEL_DIR), safe_serialization=True)
+        with _no_progress_bars():
+            self.model.save_pretrained(str(directory / MODEL_DIR), safe_serialization=True)
         if self.centroids is not None:
             save_tensors(directory / CENTROIDS_FILE, {"centroids": self.centroids})
 
@@ -297,7 +300,8 @@ def _load_model(name_or_path: str | os.PathLike) -> PreTrainedModel:
     if local:
         refuse_pickles(path)
     try:
-        return AutoModel.from_pretrained(str(name_or_path), use_safetensors=True)
+        with _no_progress_bars():
+            return AutoModel.from_pretrained(str(name_or_path), use_safetensors=True)
     except OSError as exc:
         if local:
             raise CheckpointError(
@@ -310,6 +314,18 @@ def _load_model(name_or_path: str | os.PathLike) -> PreTrainedModel:
         ) from None
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{name_or_path}: not a loadable audio model ({exc})") from None
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """Silence transformers' per-load/save progress bars (a library call should not draw on stderr)."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _preprocessor_settings(name_or_path: str | os.PathLike) -> dict:
