@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import ConfigError, TokmusicError
@@ -40,7 +41,7 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from .pipeline import generate
+    from .pipeline import DEFAULT_PIPELINE_NOTE, generate
 
     video = Path(args.video)
     out = Path(args.output) if args.output else video.with_suffix(".wav")
@@ -50,8 +51,12 @@ def _run_generate(args: argparse.Namespace) -> int:
     if out.resolve() == video.resolve():
         raise ConfigError(f"{out}: the output would overwrite the input video; choose another -o")
     sampling = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "cfg_scale") if getattr(args, k) is not None}
-    music = generate(video, args.prompt, pipeline=args.pipeline, seed=args.seed, seconds=args.seconds,
-                     progress=not args.quiet, **sampling)
+    if args.pipeline is None:
+        print(f"tokmusic: note: {DEFAULT_PIPELINE_NOTE} (--pipeline DIR)", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="no trained default pipeline")
+        music = generate(video, args.prompt, pipeline=args.pipeline, seed=args.seed, seconds=args.seconds,
+                         progress=not args.quiet, **sampling)
     if suffix in AUDIO_SUFFIXES:
         music.save(out)
     else:

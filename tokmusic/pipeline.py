@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +299,10 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
 
 
 _DEFAULT: Pipeline | None = None
+DEFAULT_PIPELINE_NOTE = (
+    "no trained default pipeline is bundled yet: using tokmusic.testing.tiny_pipeline() (random weights, "
+    "noise-like music); pass a trained pipeline directory for real music"
+)
 
 
 def default_pipeline() -> Pipeline:
@@ -310,6 +315,7 @@ def default_pipeline() -> Pipeline:
     if _DEFAULT is None:
         from .testing import tiny_pipeline
 
+        warnings.warn(DEFAULT_PIPELINE_NOTE, stacklevel=3)
         _DEFAULT = tiny_pipeline(seed=0)
     return _DEFAULT
 
