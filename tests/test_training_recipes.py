@@ -18,8 +18,8 @@ from tokmusic.testing import tiny_pipeline
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-TRAIN = {"lr": 3e-3, "warmup_steps": 5, "batch_size": 2, "log_every": 5, "save_every": 10, "num_workers": 0,
-         "ema_decay": 0.5, "max_steps": 30}
+TRAIN = {"lr": 3e-3, "warmup_steps": 4, "batch_size": 2, "log_every": 4, "save_every": 10, "num_workers": 0,
+         "ema_decay": 0.5, "max_steps": 20}
 
 
 def launch(script, *args, processes=2):
@@ -68,7 +68,7 @@ def corpus(tmp_path_factory):
     return tmp, out
 
 
-def test_preprocess_reports_bad_items_and_resumes(corpus):
+def test_preprocess_reports_bad_items_and_resumes(corpus, capsys):
     tmp, out = corpus
     index = json.loads((tmp / "data" / "index.json").read_text())
     assert [e["line"] for e in index["items"]] == [1, 2, 3, 4]
@@ -78,9 +78,9 @@ def test_preprocess_reports_bad_items_and_resumes(corpus):
     item = index["items"][0]
     assert item["frames"] == 8 and item["codec_frames"] == 200 and abs(item["duration"] - 4.0) < 0.05
     before = sorted(p.name for p in (tmp / "data" / "shards").iterdir())
-    again = launch("preprocess.py", tmp / "manifest.jsonl", "--pipeline", tmp / "pipeline", "--out",
-                   tmp / "data", "--quiet", processes=1)
-    assert "0 done, 7 already there" in again
+    recipe("preprocess")([str(tmp / "manifest.jsonl"), "--pipeline", str(tmp / "pipeline"), "--out",
+                          str(tmp / "data"), "--quiet"])
+    assert "0 done, 7 already there" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp / "data" / "shards").iterdir()) == before
 
 
@@ -94,7 +94,7 @@ def test_train_all_stages_and_generate(corpus):
         launch(f"stage{n}.py", "--data", tmp / "data", "--pipeline", tmp / "pipeline", "--out", tmp / f"run-{kind}",
                "--config", card(tmp, kind))
         curve = losses(tmp / f"run-{kind}")
-        assert len(curve) == 6 and curve[-1] < 0.9 * curve[0], (kind, curve)
+        assert len(curve) == 5 and curve[-1] < 0.9 * curve[0], (kind, curve)
     pipe = tiny_pipeline(seed=0)
     for kind in ("semantic", "coarse", "fine"):
         pipe.replace_stage(kind, tmp / f"run-{kind}" / "stage")
@@ -102,19 +102,37 @@ def test_train_all_stages_and_generate(corpus):
     assert music.waveform.shape == (1, 24000) and torch.isfinite(music.waveform).all()
 
 
-def test_killed_run_resumes_exactly(corpus):
+def assert_same_run(a, b, last=20):
+    final = f"checkpoints/step-{last:08d}"
+    for name in ("stage/model.safetensors", f"{final}/model.safetensors", f"{final}/optimizer.safetensors",
+                 f"{final}/ema.safetensors"):
+        x, y = load_file(a / name), load_file(b / name)
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), name
+
+
+def test_stopped_run_resumes_exactly(corpus, capsys):
+    tmp, _ = corpus
+    args = ["--data", str(tmp / "data"), "--pipeline", str(tmp / "pipeline"), "--config",
+            str(card(tmp, "semantic", max_steps=8, save_every=4, log_every=4))]
+    recipe("stage1")([*args, "--out", str(tmp / "one-whole")])
+    recipe("stage1")([*args, "--out", str(tmp / "one-split"), "--stop-after", "6"])
+    assert sorted(p.name for p in (tmp / "one-split" / "checkpoints").iterdir()) == ["step-00000004"]
+    assert not (tmp / "one-split" / "stage").exists()
+    recipe("stage1")([*args, "--out", str(tmp / "one-split")])
+    assert "resuming from" in capsys.readouterr().out
+    assert_same_run(tmp / "one-whole", tmp / "one-split", last=8)
+
+
+@pytest.mark.slow
+def test_killed_two_process_run_resumes_exactly(corpus):
     tmp, _ = corpus
     args = ["--data", tmp / "data", "--pipeline", tmp / "pipeline", "--config", card(tmp, "fine", max_steps=20)]
     launch("stage3.py", *args, "--out", tmp / "whole")
     out = launch("stage3.py", *args, "--out", tmp / "split", "--stop-after", "13")
     assert "stopping after step 13" in out and not (tmp / "split" / "stage").exists()
-    assert sorted(p.name for p in (tmp / "split" / "checkpoints").iterdir()) == ["step-00000010"]
     out = launch("stage3.py", *args, "--out", tmp / "split")
     assert "resuming from" in out and "(step 10)" in out
-    for name in ("stage/model.safetensors", "checkpoints/step-00000020/model.safetensors",
-                 "checkpoints/step-00000020/optimizer.safetensors"):
-        a, b = load_file(tmp / "whole" / name), load_file(tmp / "split" / name)
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert_same_run(tmp / "whole", tmp / "split")
 
 
 def test_fit_semantic_writes_a_loadable_pipeline(corpus):
