@@ -79,7 +79,8 @@ class SemanticTokenizer:
             jump *= int(stride)
         self.receptive = receptive
         self.frame_rate = sample_rate / self.stride
-        for name, value, low in (("chunk_seconds", chunk_seconds, 1 / self.frame_rate), ("context_seconds", context_seconds, 0)):
+        limits = (("chunk_seconds", chunk_seconds, 1 / self.frame_rate), ("context_seconds", context_seconds, 0))
+        for name, value, low in limits:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
                 raise ConfigError(f"{name}={value!r}: must be a number of seconds >= {low:g}")
         self.chunk_seconds, self.context_seconds = float(chunk_seconds), float(context_seconds)
