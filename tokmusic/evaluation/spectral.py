@@ -119,7 +119,8 @@ def onset_strength(x: torch.Tensor, sample_rate: int, hop: int = ONSET_HOP, n_ff
 
 def pick_peaks(signal, pre_max: int = 3, post_max: int = 3, pre_avg: int = 10, post_avg: int = 10,
                delta: float = 0.07, wait: int = 3) -> np.ndarray:
-    """Indices of peaks in a 1-d `signal` [T] (librosa-style rules on a signal scaled to [0, 1]).
+    """Indices of peaks in a 1-d `signal` [T] (librosa-style rules on a signal scaled to [0, 1] by its
+    99th percentile).
 
     A peak is the maximum of [t - pre_max, t + post_max], exceeds the mean of [t - pre_avg, t + post_avg]
     by `delta`, and lies at least `wait` frames after the previous peak.
@@ -127,7 +128,10 @@ def pick_peaks(signal, pre_max: int = 3, post_max: int = 3, pre_avg: int = 10, p
     s = np.asarray(signal, dtype=np.float64).reshape(-1)
     if s.size == 0 or s.max() - s.min() <= 1e-12:
         return np.zeros(0, dtype=np.int64)
-    s = (s - s.min()) / (s.max() - s.min())
+    # scale by the 99th percentile, not the maximum: one huge peak (the first note after silence) must
+    # not push every later onset under `delta`
+    top = max(float(np.percentile(s, 99)), float(s.max()) * 1e-3)
+    s = np.clip((s - s.min()) / max(top - s.min(), 1e-12), 0.0, 1.0)
     pad = np.pad(s, (pre_max, post_max), constant_values=-np.inf)
     windows = np.lib.stride_tricks.sliding_window_view(pad, pre_max + post_max + 1)
     is_max = s >= windows.max(axis=1)
