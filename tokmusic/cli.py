@@ -42,6 +42,7 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run_generate(args: argparse.Namespace) -> int:
     from .pipeline import DEFAULT_PIPELINE_NOTE, generate
+    from .video import probe
 
     video = Path(args.video)
     out = Path(args.output) if args.output else video.with_suffix(".wav")
@@ -51,6 +52,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     if out.resolve() == video.resolve():
         raise ConfigError(f"{out}: the output would overwrite the input video; choose another -o")
     sampling = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "cfg_scale") if getattr(args, k) is not None}
+    probe(video)  # a bad video is reported before anything else
     if args.pipeline is None:
         print(f"tokmusic: note: {DEFAULT_PIPELINE_NOTE} (--pipeline DIR)", file=sys.stderr)
     with warnings.catch_warnings():

@@ -17,17 +17,16 @@ signal; the tokens hold no loudness, so decode returns audio at RMS ~NORMALISED_
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from pathlib import Path
 
 import torch
 from transformers import EncodecConfig, EncodecModel
-from transformers.utils import logging as hf_logging
 
 from .errors import CheckpointError, ConfigError
 from .fileio import check_keys, refuse_pickles
+from .hf_quiet import no_progress_bars
 
 CONFIG_TYPE = "encodec"
 # Output RMS of a normalising model's decode (-20 dBFS): leaves headroom for peaks.
@@ -237,7 +236,7 @@ class EncodecCodec:
 
     def save(self, directory: Path) -> None:
         """Write the EnCodec model (config.json + model.safetensors) into the existing `directory`."""
-        with _no_progress_bars():
+        with no_progress_bars():
             self.model.save_pretrained(str(directory), safe_serialization=True)
 
     @classmethod
@@ -292,7 +291,7 @@ def _load_encodec(name_or_path: str | os.PathLike) -> EncodecModel:
     if local:
         refuse_pickles(path)
     try:
-        with _no_progress_bars():
+        with no_progress_bars():
             model = EncodecModel.from_pretrained(str(name_or_path), use_safetensors=True)
     except OSError as exc:
         if local:
@@ -308,17 +307,6 @@ def _load_encodec(name_or_path: str | os.PathLike) -> EncodecModel:
         raise CheckpointError(f"{name_or_path}: not a loadable EnCodec model ({exc})") from None
     return model
 
-
-@contextlib.contextmanager
-def _no_progress_bars():
-    """Silence transformers' per-load/save progress bars (a library call should not draw on stderr)."""
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
 
 
 def tiny_codec(seed: int = 0) -> EncodecCodec:

@@ -15,7 +15,6 @@ extractor's own handling of long audio picks random crops).
 from __future__ import annotations
 
 import abc
-import contextlib
 import os
 from pathlib import Path
 
@@ -23,11 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
-from transformers.utils import logging as hf_logging
 
 from .errors import CheckpointError, ConfigError
 from .fileio import check_keys, refuse_pickles
 from .resample import resample
+from .hf_quiet import no_progress_bars
 
 CONFIG_TYPE = "clap"
 # Audio windows embedded per forward pass: bounds memory on long music.
@@ -175,7 +174,7 @@ class ClapControl(ControlEmbedder):
 
     def save(self, directory: Path) -> None:
         """Write model.safetensors + config.json and the processor's files into the existing `directory`."""
-        with _no_progress_bars():
+        with no_progress_bars():
             self.model.save_pretrained(str(directory), safe_serialization=True)
             self.processor.save_pretrained(str(directory))
 
@@ -212,7 +211,7 @@ def _load_clap(name_or_path: str | os.PathLike) -> tuple[ClapModel, ClapProcesso
     if local:
         refuse_pickles(path)
     try:
-        with _no_progress_bars():
+        with no_progress_bars():
             model = ClapModel.from_pretrained(str(name_or_path), use_safetensors=True)
             processor = ClapProcessor.from_pretrained(str(name_or_path))
     except OSError as exc:
@@ -229,17 +228,6 @@ def _load_clap(name_or_path: str | os.PathLike) -> tuple[ClapModel, ClapProcesso
         raise CheckpointError(f"{name_or_path}: not a loadable CLAP model ({exc})") from None
     return model, processor
 
-
-@contextlib.contextmanager
-def _no_progress_bars():
-    """Silence transformers' per-load/save progress bars (a library call should not draw on stderr)."""
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
 
 
 def _tiny_tokenizer():

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import warnings
@@ -30,20 +29,6 @@ from .stage import STAGES, Conditioning, Stage
 
 FORMAT_VERSION = 1
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "cfg_scale")
-
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    """Hide transformers' per-file "Loading weights" bars while a pipeline loads its parts."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def _part_modules():
@@ -172,8 +157,7 @@ class Pipeline:
                 raise CheckpointError(f"{sub}: directory of the {key!r} part is missing; the pipeline is incomplete")
             config = {k: v for k, v in config.items() if k != "path"}
             try:
-                with _quiet_transformers():
-                    parts[key] = module.from_config(config, sub)
+                parts[key] = module.from_config(config, sub)
             except ConfigError as exc:
                 raise CheckpointError(f"{sub}: {exc}") from None
         stage_dirs = meta.get("stages") or {}

@@ -17,18 +17,17 @@ transformer layers attend within the window only (the models are trained on crop
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from pathlib import Path
 
 import torch
 from transformers import AutoModel, PreTrainedModel
-from transformers.utils import logging as hf_logging
 
 from .errors import CheckpointError, ConfigError
 from .fileio import check_keys, load_tensors, refuse_pickles, save_tensors
 from .resample import resample
+from .hf_quiet import no_progress_bars
 
 CONFIG_TYPE = "ssl_kmeans"
 CENTROIDS_FILE = "centroids.safetensors"
@@ -237,7 +236,7 @@ class SemanticTokenizer:
     def save(self, directory: Path) -> None:
         """Write the model to directory/"model" and the centroids to directory/"centroids.safetensors"."""
         directory = Path(directory)
-        with _no_progress_bars():
+        with no_progress_bars():
             self.model.save_pretrained(str(directory / MODEL_DIR), safe_serialization=True)
         if self.centroids is not None:
             save_tensors(directory / CENTROIDS_FILE, {"centroids": self.centroids})
@@ -301,7 +300,7 @@ def _load_model(name_or_path: str | os.PathLike) -> PreTrainedModel:
     if local:
         refuse_pickles(path)
     try:
-        with _no_progress_bars():
+        with no_progress_bars():
             return AutoModel.from_pretrained(str(name_or_path), use_safetensors=True)
     except OSError as exc:
         if local:
@@ -316,17 +315,6 @@ def _load_model(name_or_path: str | os.PathLike) -> PreTrainedModel:
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{name_or_path}: not a loadable audio model ({exc})") from None
 
-
-@contextlib.contextmanager
-def _no_progress_bars():
-    """Silence transformers' per-load/save progress bars (a library call should not draw on stderr)."""
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
 
 
 def _preprocessor_settings(name_or_path: str | os.PathLike) -> dict:

@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from .errors import CheckpointError, ConfigError, VideoError
 from .fileio import check_keys, read_json, refuse_pickles
 from .video import probe, read_frames, sample_times
+from .hf_quiet import no_progress_bars
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -115,7 +116,8 @@ class CLIPVisualEncoder(VisualEncoder):
         if local.is_dir():
             refuse_pickles(local)
         try:
-            model = CLIPVisionModel.from_pretrained(str(name_or_path), use_safetensors=True)
+            with no_progress_bars():
+                model = CLIPVisionModel.from_pretrained(str(name_or_path), use_safetensors=True)
         except (OSError, ValueError, SafetensorError) as exc:
             raise CheckpointError(
                 f"{name_or_path}: cannot load a CLIP vision model ({str(exc).splitlines()[0]}); "
@@ -145,7 +147,8 @@ class CLIPVisualEncoder(VisualEncoder):
                 "image_mean": self.image_mean, "image_std": self.image_std}
 
     def save(self, directory: Path) -> None:
-        self.model.save_pretrained(str(directory), safe_serialization=True)
+        with no_progress_bars():
+            self.model.save_pretrained(str(directory), safe_serialization=True)
 
     @classmethod
     def load(cls, directory: Path | None, config: dict) -> CLIPVisualEncoder:
