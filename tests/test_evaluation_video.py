@@ -8,7 +8,7 @@ from tokmusic.errors import VideoError
 from tokmusic.evaluation.alignment import av_alignment, curve_correlation, similarity_structure
 from tokmusic.evaluation.events import event_f1
 from tokmusic.evaluation.structure import analyze_music
-from tokmusic.evaluation.video_events import analyze_video, detect_cuts
+from tokmusic.evaluation.video_events import analyze_video, detect_cuts, histogram_change
 from test_evaluation_structure import SR, click_track
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200)]
@@ -45,11 +45,17 @@ def test_cuts_found_at_known_times(tmp_path):
     assert set(v.summary()) == {"duration", "cuts", "motion_peaks", "mean_motion"}
 
 
-def test_detect_cuts_ignores_gradual_change():
+def test_detect_cuts_ignores_gradual_change_and_steady_motion():
     # a slow fade changes every histogram a little: no cut; a jump in the middle is one
     levels = np.concatenate([np.linspace(0, 0.2, 20), np.linspace(0.8, 1.0, 20)])
     hist = np.stack([np.concatenate([[1 - v, v, 0, 0, 0, 0, 0, 0]] * 3) for v in levels])
-    np.testing.assert_array_equal(detect_cuts(hist, np.arange(40) / 10), [20])
+    change = histogram_change(hist)
+    assert change[20] == pytest.approx(0.6) and change[5] == pytest.approx(0.2 / 19)
+    np.testing.assert_array_equal(detect_cuts(change), [20])
+    # fast motion: large change in every frame is no cut; a spike on top of it is
+    busy = np.full(30, 0.3)
+    busy[0], busy[15] = 0.0, 0.7
+    np.testing.assert_array_equal(detect_cuts(busy), [15])
 
 
 def test_unreadable_video_raises_video_error(tmp_path):
