@@ -67,6 +67,8 @@ def test_eval_command_report_and_plots(folders, tmp_path):
     assert 0 <= av["cut_beat"]["recall"] <= 1 and av["cut_beat"]["tolerance"] == 0.1
     assert av["similarity_structure"]["visual_embedder"] == "video-stats"
     assert "text_music" in report["skipped"]  # spectral has no text side
+    assert report["warnings"][0].startswith("fad: 30 reference and 30 generated windows of dimension 155")
+    assert report["warnings"][1].startswith("density/coverage: only 5 reference clips")
     paired = report["structure"]["paired"]
     assert paired["pairs"] == 5 and paired["key_exact"] == pytest.approx(3 / 5)  # odd clips moved a tone
     assert paired["tempo_acc2"] >= 0.8

@@ -18,7 +18,7 @@ import torch
 
 from .. import __version__
 from ..errors import DataError, TokmusicError
-from ..metrics import cosine_similarities, density_coverage, frechet_distance, kl_divergence
+from ..metrics import MIN_SAMPLES, cosine_similarities, density_coverage, frechet_distance, kl_divergence
 from .alignment import av_alignment, similarity_structure
 from .embedders import AudioEmbedder, load_audio_embedder, load_classifier
 from .inputs import AUDIO_SUFFIXES, VIDEO_SUFFIXES, list_media, load_clip, read_prompts
@@ -138,7 +138,7 @@ def evaluate(generated: str | Path, reference: str | Path, *, videos: str | Path
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        metrics, skipped = _distribution_metrics(result, audio_emb, clf, k, prompt_map)
+        metrics, skipped, notes = _distribution_metrics(result, audio_emb, clf, k, prompt_map)
         if video_files:
             metrics.update(_video_metrics(result, video_files, vis, audio_emb, tolerance, failed))
         if "audio_visual" not in metrics:
@@ -161,7 +161,7 @@ def evaluate(generated: str | Path, reference: str | Path, *, videos: str | Path
         "structure": {"generated": _set_summary(gen), "reference": _set_summary(ref),
                       "paired": _paired_structure(pairs) if pairs else None},
         "failed": failed,
-        "warnings": sorted({str(w.message) for w in caught}),
+        "warnings": notes + sorted({str(w.message) for w in caught}),
         "clips": {
             "generated": {n: _clip_summary(c, clf) for n, c in gen.items()},
             "reference": {n: _clip_summary(c, clf) for n, c in ref.items()},
@@ -180,15 +180,26 @@ def _clip_summary(clip: ClipResult, classifier) -> dict:
     return summary
 
 
-def _distribution_metrics(result: Evaluation, audio_emb, clf, k: int, prompts: dict[str, str]) -> tuple[dict, dict]:
+def _distribution_metrics(result: Evaluation, audio_emb, clf, k: int,
+                          prompts: dict[str, str]) -> tuple[dict, dict, list[str]]:
+    """FAD, density/coverage, KL and text–music scores; plus notes on how far to trust them."""
     gen, ref = result.generated, result.reference
     metrics: dict = {}
     skipped: dict = {}
+    notes: list[str] = []
     emb_name = audio_emb.name
     gen_w = torch.cat([c.windows for c in gen.values()])
     ref_w = torch.cat([c.windows for c in ref.values()])
     if gen_w.shape[0] >= 2 and ref_w.shape[0] >= 2:
-        metrics["fad"] = {"value": round(frechet_distance(ref_w, gen_w), 6), "embedder": emb_name,
+        dim = gen_w.shape[1]
+        if min(gen_w.shape[0], ref_w.shape[0]) < max(MIN_SAMPLES, dim):
+            notes.append(f"fad: {ref_w.shape[0]} reference and {gen_w.shape[0]} generated windows of dimension "
+                         f"{dim}; with fewer windows than dimensions FAD is biased upwards: compare FADs only "
+                         "between sets of the same size, embedded by the same embedder")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # said above, in the report's own words
+            fad = frechet_distance(ref_w, gen_w)
+        metrics["fad"] = {"value": round(fad, 6), "embedder": emb_name,
                           "windows": {"generated": gen_w.shape[0], "reference": ref_w.shape[0]},
                           "window_seconds": audio_emb.window_seconds}
     else:
@@ -197,7 +208,12 @@ def _distribution_metrics(result: Evaluation, audio_emb, clf, k: int, prompts: d
     ref_e = torch.stack([c.embedding for c in ref.values()])
     k_used = min(k, ref_e.shape[0] - 1)
     if k_used >= 1:
-        density, coverage = density_coverage(ref_e, gen_e, k=k_used)
+        if ref_e.shape[0] < MIN_SAMPLES:
+            notes.append(f"density/coverage: only {ref_e.shape[0]} reference clips; the neighbourhood radii "
+                         f"(k={k_used}) are coarse")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            density, coverage = density_coverage(ref_e, gen_e, k=k_used)
         for key, value in (("density", density), ("coverage", coverage)):
             metrics[key] = {"value": round(value, 6), "embedder": emb_name, "k": k_used}
     else:
@@ -229,7 +245,7 @@ def _distribution_metrics(result: Evaluation, audio_emb, clf, k: int, prompts: d
                     "value": round(float(sims.mean()), 6), "clips": len(named)}
         if "text_music" not in metrics:
             skipped["text_music"] = "no prompt names match a clip name"
-    return metrics, skipped
+    return metrics, skipped, notes
 
 
 def _video_metrics(result: Evaluation, video_files: dict[str, Path], vis, audio_emb, tolerance: float,
