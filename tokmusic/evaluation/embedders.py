@@ -20,10 +20,6 @@ from ..fileio import refuse_pickles
 from .spectral import (ANALYSIS_RATE, CHROMA_HOP, ONSET_FFT, ONSET_HOP, chroma, log_mel, resample, spectral_flux,
                        to_mono)
 
-WEIGHT_FREE_EMBEDDERS = ("spectral",)
-WEIGHT_FREE_CLASSIFIERS = ("pitch-class",)
-
-
 class AudioEmbedder:
     """One vector per window of `window_seconds`; a clip's embedding is the mean of its windows.
 
@@ -243,7 +239,8 @@ def _model_type(spec: str) -> tuple[str, list[str]]:
 
 
 def load_audio_embedder(spec: str, device: torch.device | str | None = None) -> AudioEmbedder:
-    """"spectral" (weight-free), or a directory / hub id: CLAP -> ClapEmbedder, anything else -> mean hidden state."""
+    """"spectral" or "pitch-class" (weight-free), or a directory / hub id: a CLAP model gives a ClapEmbedder
+    (audio and text), any other transformers audio model its mean last hidden state."""
     if spec == "spectral":
         return SpectralEmbedder()
     if spec == "pitch-class":
