@@ -17,6 +17,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..fileio import refuse_pickles
+from ..hf_quiet import no_progress_bars
 from .spectral import (ANALYSIS_RATE, CHROMA_HOP, ONSET_FFT, ONSET_HOP, chroma, log_mel, resample, spectral_flux,
                        to_mono)
 
@@ -121,7 +122,8 @@ def _resolve(spec: str) -> str:
 
 def _hf_load(loader, spec: str, **kwargs):
     try:
-        return loader(spec, **kwargs)
+        with no_progress_bars():  # the eval command draws its own bar
+            return loader(spec, **kwargs)
     except OSError as exc:
         raise CheckpointError(
             f"{spec}: cannot load ({str(exc).splitlines()[0][:200]}). A hub id needs network access or the "
