@@ -83,6 +83,8 @@ def parse_args(kind: str, argv: list[str] | None, default_card: Path):
     p.add_argument("--max-steps", type=int, help="override train.max_steps")
     p.add_argument("--save-every", type=int, help="override train.save_every")
     p.add_argument("--log-every", type=int, help="override train.log_every")
+    p.add_argument("--batch-size", type=int, help="override train.batch_size (crops per process)")
+    p.add_argument("--grad-accum", type=int, help="override train.grad_accum")
     p.add_argument("--stop-after", type=int,
                    help="end this invocation after step N without exporting (as a pre-empted job would); "
                         "re-run the command to resume")
@@ -97,8 +99,8 @@ def setup(kind: str, args, shape) -> RunSetup:
         raise ConfigError(f"{card_path}: a {card['kind']!r} card given to the {kind!r} recipe "
                           f"(recipes/{RECIPES[kind]}.py); pass stages/{kind}-<size>.json")
     stage_cfg = stage_config(card, shape, where=str(card_path))
-    overrides = {k: v for k, v in (("max_steps", args.max_steps), ("save_every", args.save_every),
-                                    ("log_every", args.log_every)) if v is not None}
+    overrides = {k: getattr(args, k) for k in ("max_steps", "save_every", "log_every", "batch_size", "grad_accum")
+                 if getattr(args, k) is not None}
     train_cfg = TrainConfig.from_dict({**card.get("train", {}), **overrides}, where=str(card_path))
     crop = train_cfg.crop_for(stage_cfg, where=str(card_path))
     if args.stop_after is not None and args.stop_after < 1:
