@@ -43,6 +43,15 @@ def test_length_equals_video_duration(pipe, tmp_path, seconds):
     assert torch.isfinite(music.waveform).all()
 
 
+@pytest.mark.slow
+def test_ten_minute_video(pipe, tmp_path):
+    video = make_video(tmp_path / "long.mp4", 600, fps=2, size=(32, 32))
+    duration = probe(video).duration
+    music = pipe.generate(video, seed=0, progress=False)
+    assert music.waveform.shape[-1] == round(duration * music.sample_rate)
+    assert abs(music.duration - 600) <= 1 / pipe.codec.frame_rate + 1e-3
+
+
 def test_seconds_limits_the_length(pipe, clip):
     music = pipe.generate(clip, seed=0, seconds=1.5, progress=False)
     assert music.waveform.shape[-1] == round(1.5 * music.sample_rate)

@@ -140,3 +140,35 @@ def test_config_errors():
                                "visual_dim": 4, "loudness": 11})
     with pytest.raises(ConfigError, match="pattern"):
         StageConfig("coarse", target_vocab=4, target_codebooks=2, target_rate=1.0, visual_dim=4, pattern="zigzag")
+
+
+def test_classifier_free_guidance_is_applied_against_the_null_control():
+    torch.manual_seed(0)
+    stage = Stage(stage_config("semantic")).eval()
+    with torch.no_grad():  # make the control matter, so guidance changes the greedy choice
+        stage.control_proj.weight.mul_(50)
+    cond = conditioning("semantic", b=1)
+    scale = 4.0
+    out = stage.generate(cond, 8, None, SamplingParams(temperature=0.0, cfg_scale=scale))
+    plain = stage.generate(cond, 8, None, SamplingParams(temperature=0.0, cfg_scale=1.0))
+    null = Conditioning(**{**vars(cond), "control_valid": torch.tensor([False])})
+    with torch.no_grad():
+        guided = stage(null, out[None]) + scale * (stage(cond, out[None]) - stage(null, out[None]))
+        conditional = stage(cond, plain[None])
+    assert torch.equal(stage.pattern.revert(guided).argmax(-1)[0], out)
+    assert torch.equal(stage.pattern.revert(conditional).argmax(-1)[0], plain)
+    assert not torch.equal(out, plain)
+
+
+def test_control_dropout_in_training_only():
+    torch.manual_seed(0)
+    cfg = stage_config("semantic")
+    cfg.control_dropout = 1.0
+    stage = Stage(cfg)
+    cond = conditioning("semantic", b=2)
+    target = torch.randint(0, 16, (2, 1, 6))
+    null = Conditioning(**{**vars(cond), "control_valid": torch.tensor([False, False])})
+    stage.train()
+    # dropout 1.0 drops every control token: the loss equals the loss with the null token
+    assert torch.allclose(stage.loss(cond, target), stage.eval().loss(null, target))
+    assert not torch.allclose(stage.eval().loss(cond, target), stage.loss(null, target))
