@@ -78,6 +78,7 @@ def test_preprocess_reports_bad_items_and_resumes(corpus, capsys):
     item = index["items"][0]
     assert item["frames"] == 8 and item["codec_frames"] == 200 and abs(item["duration"] - 4.0) < 0.05
     before = sorted(p.name for p in (tmp / "data" / "shards").iterdir())
+    assert {name[:2] for name in before} == {"r0", "r1"}  # both processes took their share
     recipe("preprocess")([str(tmp / "manifest.jsonl"), "--pipeline", str(tmp / "pipeline"), "--out",
                           str(tmp / "data"), "--quiet"])
     assert "0 done, 7 already there" in capsys.readouterr().out
@@ -95,6 +96,7 @@ def test_train_all_stages_and_generate(corpus):
                "--config", card(tmp, kind))
         curve = losses(tmp / f"run-{kind}")
         assert len(curve) == 5 and curve[-1] < 0.9 * curve[0], (kind, curve)
+        assert list((tmp / f"run-{kind}").glob(f"tokmusic-{kind}/events.out.tfevents.*"))  # TensorBoard
     pipe = tiny_pipeline(seed=0)
     for kind in ("semantic", "coarse", "fine"):
         pipe.replace_stage(kind, tmp / f"run-{kind}" / "stage")
