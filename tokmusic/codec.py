@@ -25,8 +25,8 @@ import torch
 from transformers import EncodecConfig, EncodecModel
 
 from .errors import CheckpointError, ConfigError
-from .fileio import check_keys, refuse_pickles
-from .hf_quiet import no_progress_bars
+from .fileio import check_keys
+from .hf_loading import loading, no_progress_bars
 
 CONFIG_TYPE = "encodec"
 # Output RMS of a normalising model's decode (-20 dBFS): leaves headroom for peaks.
@@ -286,27 +286,8 @@ def from_config(config: dict, directory: Path | None) -> EncodecCodec:
 
 def _load_encodec(name_or_path: str | os.PathLike) -> EncodecModel:
     """EncodecModel from a local directory or hub id; pickles refused, failures as CheckpointError."""
-    path = Path(name_or_path)
-    local = path.is_dir()
-    if local:
-        refuse_pickles(path)
-    try:
-        with no_progress_bars():
-            model = EncodecModel.from_pretrained(str(name_or_path), use_safetensors=True)
-    except OSError as exc:
-        if local:
-            raise CheckpointError(
-                f"{path}: cannot load an EnCodec model from this directory ({exc}); it needs config.json and "
-                "model.safetensors"
-            ) from None
-        raise CheckpointError(
-            f"{name_or_path}: not a local directory and the hub cannot be reached or has no such model ({exc}); "
-            "download it elsewhere and pass its local directory"
-        ) from None
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{name_or_path}: not a loadable EnCodec model ({exc})") from None
-    return model
-
+    with loading(name_or_path, "an EnCodec model") as source:
+        return EncodecModel.from_pretrained(source, use_safetensors=True)
 
 
 def tiny_codec(seed: int = 0) -> EncodecCodec:

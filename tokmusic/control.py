@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
 
 from .errors import CheckpointError, ConfigError
-from .fileio import check_keys, refuse_pickles
+from .fileio import check_keys
 from .resample import resample
-from .hf_quiet import no_progress_bars
+from .hf_loading import loading, no_progress_bars
 
 CONFIG_TYPE = "clap"
 # Audio windows embedded per forward pass: bounds memory on long music.
@@ -206,28 +206,9 @@ def from_config(config: dict, directory: Path | None) -> ControlEmbedder:
 
 def _load_clap(name_or_path: str | os.PathLike) -> tuple[ClapModel, ClapProcessor]:
     """ClapModel + ClapProcessor from a local directory or hub id; pickles refused, failures as CheckpointError."""
-    path = Path(name_or_path)
-    local = path.is_dir()
-    if local:
-        refuse_pickles(path)
-    try:
-        with no_progress_bars():
-            model = ClapModel.from_pretrained(str(name_or_path), use_safetensors=True)
-            processor = ClapProcessor.from_pretrained(str(name_or_path))
-    except OSError as exc:
-        if local:
-            raise CheckpointError(
-                f"{path}: cannot load CLAP from this directory ({exc}); it needs config.json, model.safetensors "
-                "and the processor files (processor_config.json, tokenizer files)"
-            ) from None
-        raise CheckpointError(
-            f"{name_or_path}: not a local directory and the hub cannot be reached or has no such model ({exc}); "
-            "download it elsewhere and pass its local directory"
-        ) from None
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{name_or_path}: not a loadable CLAP model ({exc})") from None
-    return model, processor
-
+    needs = "config.json, model.safetensors and the processor files (processor_config.json, tokenizer files)"
+    with loading(name_or_path, "a CLAP model", needs) as source:
+        return ClapModel.from_pretrained(source, use_safetensors=True), ClapProcessor.from_pretrained(source)
 
 
 def _tiny_tokenizer():

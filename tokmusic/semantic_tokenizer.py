@@ -25,9 +25,9 @@ import torch
 from transformers import AutoModel, PreTrainedModel
 
 from .errors import CheckpointError, ConfigError
-from .fileio import check_keys, load_tensors, refuse_pickles, save_tensors
+from .fileio import check_keys, load_tensors, save_tensors
 from .resample import resample
-from .hf_quiet import no_progress_bars
+from .hf_loading import loading, no_progress_bars
 
 CONFIG_TYPE = "ssl_kmeans"
 CENTROIDS_FILE = "centroids.safetensors"
@@ -295,26 +295,8 @@ def from_config(config: dict, directory: Path | None) -> SemanticTokenizer:
 
 def _load_model(name_or_path: str | os.PathLike) -> PreTrainedModel:
     """AutoModel from a local directory or hub id; pickles refused, failures as CheckpointError."""
-    path = Path(name_or_path)
-    local = path.is_dir()
-    if local:
-        refuse_pickles(path)
-    try:
-        with no_progress_bars():
-            return AutoModel.from_pretrained(str(name_or_path), use_safetensors=True)
-    except OSError as exc:
-        if local:
-            raise CheckpointError(
-                f"{path}: cannot load an audio model from this directory ({exc}); it needs config.json and "
-                "model.safetensors"
-            ) from None
-        raise CheckpointError(
-            f"{name_or_path}: not a local directory and the hub cannot be reached or has no such model ({exc}); "
-            "download it elsewhere and pass its local directory"
-        ) from None
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{name_or_path}: not a loadable audio model ({exc})") from None
-
+    with loading(name_or_path, "an audio model") as source:
+        return AutoModel.from_pretrained(source, use_safetensors=True)
 
 
 def _preprocessor_settings(name_or_path: str | os.PathLike) -> dict:

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
 
 from .errors import CheckpointError, ConfigError, VideoError
-from .fileio import check_keys, read_json, refuse_pickles
+from .fileio import check_keys, read_json
 from .video import probe, read_frames, sample_times
-from .hf_quiet import no_progress_bars
+from .hf_loading import loading, no_progress_bars
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -112,18 +111,8 @@ class CLIPVisualEncoder(VisualEncoder):
         """
         from transformers import CLIPVisionModel
 
-        local = Path(name_or_path)
-        if local.is_dir():
-            refuse_pickles(local)
-        try:
-            with no_progress_bars():
-                model = CLIPVisionModel.from_pretrained(str(name_or_path), use_safetensors=True)
-        except (OSError, ValueError, SafetensorError) as exc:
-            raise CheckpointError(
-                f"{name_or_path}: cannot load a CLIP vision model ({str(exc).splitlines()[0]}); "
-                "pass a local directory holding config.json and model.safetensors"
-                + ("" if local.is_dir() else " (hub ids need a network connection)")
-            ) from None
+        with loading(name_or_path, "a CLIP vision model") as source:
+            model = CLIPVisionModel.from_pretrained(source, use_safetensors=True)
         mean, std = _preprocessor_stats(name_or_path)
         return cls(model, features, grid, mean, std)
 

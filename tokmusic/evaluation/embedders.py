@@ -11,13 +11,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 
 from ..errors import CheckpointError
-from ..fileio import refuse_pickles
-from ..hf_quiet import no_progress_bars
+from ..hf_loading import loading
 from .spectral import (ANALYSIS_RATE, CHROMA_HOP, ONSET_FFT, ONSET_HOP, chroma, log_mel, resample, spectral_flux,
                        to_mono)
 
@@ -109,28 +107,9 @@ class PitchClassEmbedder(AudioEmbedder):
         return torch.stack(rows)
 
 
-def _resolve(spec: str) -> str:
-    """A local model directory (checked for pickles) or a hub id, as transformers wants it."""
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        refuse_pickles(path)
-        return str(path)
-    if path.exists():
-        raise CheckpointError(f"{spec}: is a file; pass the model's directory (config.json + model.safetensors)")
-    return spec
-
-
 def _hf_load(loader, spec: str, **kwargs):
-    try:
-        with no_progress_bars():  # the eval command draws its own bar
-            return loader(spec, **kwargs)
-    except OSError as exc:
-        raise CheckpointError(
-            f"{spec}: cannot load ({str(exc).splitlines()[0][:200]}). A hub id needs network access or the "
-            "hub cache; offline, pass a local directory written by save_pretrained"
-        ) from None
-    except (ValueError, KeyError) as exc:
-        raise CheckpointError(f"{spec}: not a usable model for this role ({str(exc).splitlines()[0][:200]})") from None
+    with loading(spec, "a model for this role", "config.json and model.safetensors (+ processor files)") as source:
+        return loader(source, **kwargs)
 
 
 def _pooled(output) -> torch.Tensor:
@@ -150,11 +129,10 @@ class HFAudioEmbedder(AudioEmbedder):
     def __init__(self, spec: str, device: torch.device | str | None = None, model_class=None):
         from transformers import AutoFeatureExtractor, AutoModel
 
-        src = _resolve(spec)
         self.name = spec
         self.device = torch.device(device) if device is not None else default_device()
-        self.extractor = _hf_load(AutoFeatureExtractor.from_pretrained, src)
-        self.model = _hf_load((model_class or AutoModel).from_pretrained, src, use_safetensors=True)
+        self.extractor = _hf_load(AutoFeatureExtractor.from_pretrained, spec)
+        self.model = _hf_load((model_class or AutoModel).from_pretrained, spec, use_safetensors=True)
         self.model.eval().to(self.device)
         self.sample_rate = int(self.extractor.sampling_rate)
         if getattr(self.extractor, "nb_max_samples", None):
@@ -190,7 +168,7 @@ class ClapEmbedder(HFAudioEmbedder):
         from transformers import AutoTokenizer, ClapModel
 
         super().__init__(spec, device, model_class=ClapModel)
-        self.tokenizer = _hf_load(AutoTokenizer.from_pretrained, _resolve(spec))
+        self.tokenizer = _hf_load(AutoTokenizer.from_pretrained, spec)
         self.fusion = bool(getattr(self.model.config.audio_config, "enable_fusion", False))
 
     def _output_dim(self) -> int:
@@ -236,7 +214,7 @@ class AudioClassifierEmbedder(HFAudioEmbedder):
 def _model_type(spec: str) -> tuple[str, list[str]]:
     from transformers import AutoConfig
 
-    config = _hf_load(AutoConfig.from_pretrained, _resolve(spec))
+    config = _hf_load(AutoConfig.from_pretrained, spec)
     return config.model_type, list(getattr(config, "architectures", None) or [])
 
 

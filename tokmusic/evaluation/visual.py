@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .embedders import _hf_load, _pooled, _resolve, default_device
+from .embedders import _hf_load, _pooled, default_device
 from .video_events import analyze_video, read_frames
 
 
@@ -48,11 +48,10 @@ class HFImageEmbedder(VisualEmbedder):
     def __init__(self, spec: str, device: torch.device | str | None = None, fps: float = 1.0, max_frames: int = 64):
         from transformers import AutoImageProcessor, AutoModel
 
-        src = _resolve(spec)
         self.name, self.fps, self.max_frames = spec, fps, max_frames
         self.device = torch.device(device) if device is not None else default_device()
-        self.processor = _hf_load(AutoImageProcessor.from_pretrained, src)
-        self.model = _hf_load(AutoModel.from_pretrained, src, use_safetensors=True).eval().to(self.device)
+        self.processor = _hf_load(AutoImageProcessor.from_pretrained, spec)
+        self.model = _hf_load(AutoModel.from_pretrained, spec, use_safetensors=True).eval().to(self.device)
         # the output size depends on which head the checkpoint has: ask the model once
         self.dim = int(self.embed_frames(np.zeros((1, 224, 224, 3), np.uint8)).shape[1])
 
