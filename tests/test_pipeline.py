@@ -242,3 +242,12 @@ def test_interrupted_save_leaves_the_old_pipeline(pipe, saved, tmp_path, monkeyp
         pipe.save_pretrained(path)
     assert sorted(p.relative_to(path) for p in path.rglob("*")) == before
     assert [p.name for p in tmp_path.iterdir()] == ["p"]  # no temporary directory left
+
+
+def test_stages_in_bfloat16(clip):
+    pipe = tiny_pipeline(seed=0).to("cpu", torch.bfloat16)
+    assert pipe.stages["fine"].head.weight.dtype == torch.bfloat16
+    music = pipe.generate(clip, "calm strings", seed=0, seconds=1.5, progress=False)
+    assert music.waveform.dtype == torch.float32
+    assert music.waveform.shape[-1] == round(1.5 * music.sample_rate)
+    assert torch.isfinite(music.waveform).all()

@@ -65,6 +65,16 @@ class Pipeline:
         for name in STAGES:
             self._check(name, self.stages[name].cfg, "this pipeline")
 
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Pipeline":
+        """Move every part to ``device``; ``dtype`` (e.g. torch.bfloat16) applies to the three stages only
+        (the encoders and the codec keep their precision). Returns self."""
+        for part in (self.visual_encoder, self.codec, self.control, self.semantic_tokenizer):
+            if part is not None and device is not None:
+                part.to(device)
+        for stage in self.stages.values():
+            stage.to(device=device, dtype=dtype)
+        return self
+
     # -- compatibility ----------------------------------------------------------------------------------------
     @property
     def sample_rate(self) -> int:
@@ -212,7 +222,7 @@ class Pipeline:
 
         with torch.inference_mode():
             feats = extract_features(video, self.visual_encoder, self.fps, seconds=duration, progress=progress)
-            features, times = feats.features, feats.timestamps
+            features, times = feats.features.float().cpu(), feats.timestamps
 
             def visual(cond: Conditioning, stage: Stage, t0: float, t1: float) -> Conditioning:
                 if stage.cfg.visual_dim:
@@ -226,13 +236,15 @@ class Pipeline:
                 return cond
 
             def with_source(stage: Stage, tokens: torch.Tensor, rate: float):
+                weight = stage.segment.weight
+
                 def condition(t0: float, t1: float) -> Conditioning:
                     cond = visual(Conditioning(), stage, t0, t1)
                     if stage.cfg.source_vocab:
                         src = token_window(tokens, rate, t0, t1)
                         cond.source = src[None]
                         cond.source_valid = torch.ones(1, src.shape[-1], dtype=torch.bool)
-                    return cond
+                    return cond.to(weight.device, weight.dtype)
                 return condition
 
             def run(name: str, condition) -> torch.Tensor:
@@ -248,7 +260,7 @@ class Pipeline:
             fine = run("fine", with_source(self.stages["fine"], coarse, self.codec.frame_rate))
             waveform = self.codec.decode(torch.cat([coarse, fine], 0))
         samples = round(duration * self.sample_rate)
-        waveform = waveform[:, :samples].float().contiguous()
+        waveform = waveform[:, :samples].float().cpu().contiguous()
         return Music(waveform, self.sample_rate)
 
     def _embed_prompt(self, prompt: str | None) -> torch.Tensor | None:

@@ -179,6 +179,14 @@ class Conditioning:
                 return value.shape[0]
         raise ValueError("empty conditioning")
 
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Conditioning":
+        """Move every tensor to ``device``; floating-point ones are also cast to ``dtype`` when given."""
+        def move(v: torch.Tensor | None):
+            if v is None:
+                return None
+            return v.to(device, dtype) if dtype is not None and v.is_floating_point() else v.to(device)
+        return Conditioning(**{k: move(v) for k, v in vars(self).items()})
+
     def repeat(self, n: int) -> "Conditioning":
         return Conditioning(**{k: None if v is None else v.repeat_interleave(n, 0) for k, v in vars(self).items()})
 
