@@ -217,8 +217,7 @@ class Pipeline:
         control = self._embed_prompt(prompt)
         info = probe(video)
         duration = info.duration if seconds is None else min(float(seconds), info.duration)
-        seed = random.randrange(2**63) if seed is None else int(seed)
-        generator = torch.Generator().manual_seed(seed)
+        seed = random.randrange(2**62) if seed is None else int(seed)
 
         with torch.inference_mode():
             feats = extract_features(video, self.visual_encoder, self.fps, seconds=duration, progress=progress)
@@ -249,6 +248,8 @@ class Pipeline:
 
             def run(name: str, condition) -> torch.Tensor:
                 stage = self.stages[name]
+                # one generator per stage, on the stage's device (sampling draws there)
+                generator = torch.Generator(stage.segment.weight.device).manual_seed(seed + STAGES.index(name))
                 total = token_count(duration, stage.cfg.target_rate)
                 with tqdm(total=total_steps(stage, total), desc=name, unit="step", disable=not progress,
                           leave=False) as bar:
