@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     state = PartialState(cpu=distributed_cpu())
     items = read_manifest(args.manifest)  # every process checks: a bad line stops all before any work
     pipeline = Pipeline.from_pretrained(args.pipeline)
-    pipeline.codec.to(state.device)
+    pipeline.to(state.device)
     out = Path(args.out)
     if state.is_main_process:
         open_data_dir(out, pipeline_meta(pipeline))

@@ -251,3 +251,31 @@ def test_stages_in_bfloat16(clip):
     assert music.waveform.dtype == torch.float32
     assert music.waveform.shape[-1] == round(1.5 * music.sample_rate)
     assert torch.isfinite(music.waveform).all()
+
+
+def test_save_never_wipes_a_directory_that_is_not_a_pipeline(pipe, tmp_path):
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "important.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not a pipeline directory"):
+        pipe.save_pretrained(tmp_path / "project")
+    assert (tmp_path / "project" / "important.txt").read_text() == "keep me"
+    with pytest.raises(ConfigError, match="not a stage directory"):
+        save_stage(pipe.stages["fine"], tmp_path / "project")
+
+
+@pytest.mark.parametrize("option", [dict(temperature=float("nan")), dict(cfg_scale=float("inf")),
+                                    dict(temperature="0.5"), dict(top_k=2.5), dict(seed=-1), dict(seed=2**64)])
+def test_bad_options_are_config_errors(pipe, clip, option):
+    with pytest.raises(ConfigError):
+        pipe.generate(clip, "piano", progress=False, **option)
+
+
+def test_video_must_be_a_path(pipe):
+    with pytest.raises(VideoError, match="path"):
+        pipe.generate(123)
+
+
+def test_to_with_a_dtype_only_casts_the_stages():
+    pipe = tiny_pipeline(seed=0).to(torch.bfloat16)
+    assert pipe.stages["coarse"].head.weight.dtype == torch.bfloat16
+    assert next(pipe.codec.model.parameters()).dtype == torch.float32

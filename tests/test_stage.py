@@ -172,3 +172,36 @@ def test_control_dropout_in_training_only():
     # dropout 1.0 drops every control token: the loss equals the loss with the null token
     assert torch.allclose(stage.loss(cond, target), stage.eval().loss(null, target))
     assert not torch.allclose(stage.eval().loss(cond, target), stage.loss(null, target))
+
+
+def test_source_tokens_are_placed_at_their_times():
+    # a coarse window starting on an odd 50/s frame: its first 25/s semantic token lies half a token off;
+    # shifting the window start by exactly that offset must give the same encoder output
+    torch.manual_seed(0)
+    stage = Stage(stage_config("coarse")).eval()
+    cond = conditioning("coarse", b=1)
+    with torch.no_grad():
+        ref, _ = stage.encode(cond)
+        shifted = Conditioning(**{**vars(cond), "source_start": torch.tensor([0.02]),
+                                  "visual_times": cond.visual_times + 0.02})
+        moved, _ = stage.encode(shifted)
+        off = Conditioning(**{**vars(cond), "source_start": torch.tensor([0.02])})
+        wrong, _ = stage.encode(off)
+    torch.testing.assert_close(moved, ref, atol=1e-4, rtol=0)  # rotary positions are relative
+    assert not torch.allclose(wrong, ref, atol=1e-4)
+
+
+def test_padded_targets_read_as_empty():
+    torch.manual_seed(0)
+    stage = Stage(stage_config("coarse")).eval()
+    cond = conditioning("coarse", b=1)
+    target = torch.randint(0, 32, (1, 2, 8))
+    valid = torch.tensor([[True] * 5 + [False] * 3])
+    empty = target.clone()
+    empty[..., 5:] = stage.cfg.target_vocab
+    with torch.no_grad():
+        logits = stage(cond, empty)
+        layout = stage.pattern.layout(8)
+        scored = (layout >= 0) & valid[0][layout.clamp(min=0)]
+        expected = torch.nn.functional.cross_entropy(logits[0][scored], stage.pattern.build(target)[0][scored])
+        torch.testing.assert_close(stage.loss(cond, target, valid), expected)

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CheckpointError, ConfigError
-from .fileio import atomic_dir, load_tensors, read_json, refuse_pickles, save_tensors, write_json
+from .fileio import atomic_dir, check_replaceable, load_tensors, read_json, refuse_pickles, save_tensors, write_json
 from .stage import STAGES, Stage, StageConfig
 
 
 def save_stage(stage: Stage, directory: str | os.PathLike) -> None:
     """Write ``stage`` to ``directory`` (replaced whole, atomically)."""
+    check_replaceable(directory, "config.json", "stage directory")
     with atomic_dir(directory) as tmp:
         write_stage_files(stage, tmp)
 

@@ -52,7 +52,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; on success it replaces `path` whole."""
-    path = Path(path)
+    path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -68,6 +68,18 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_replaceable(directory: str | os.PathLike, marker: str, what: str) -> None:
+    """Refuse to replace an existing non-empty directory that does not hold ``marker`` (it is not a ``what``)."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{directory}: is a file; choose a directory path for the {what}")
+    if directory.is_dir() and any(directory.iterdir()) and not (directory / marker).is_file():
+        raise ConfigError(
+            f"{directory}: not empty and not a {what} (no {marker}); saving would replace everything in it. "
+            "Choose a new or empty directory"
+        )
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -47,8 +47,8 @@ class LSTFusion(nn.Module):
     """Fuse short-term frames with long-term context.
 
     forward(short ``[B, Ts, Dv]``, short_valid ``[B, Ts]``, long ``[B, Tl, Dv]``, long_valid ``[B, Tl]``)
-    -> ``[B, Ts, d_model]``. Short-term positions are the frames' times (seconds * ``rate``); long-term
-    positions are their indices.
+    -> ``[B, Ts, d_model]``. Short-term rotary positions are the frames' times in units of ``1 / rate``
+    seconds (relative positions only matter, so ``rate`` sets the resolution); long-term positions are indices.
     """
 
     def __init__(self, visual_dim: int, d_model: int, cfg: LSTConfig, rate: float = 2.0):

@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 from . import __version__
 from .checkpoint import PipelineShape, compatibility_problems, load_stage, read_stage_config, write_stage_files
 from .errors import CheckpointError, ConfigError, TokmusicError
-from .fileio import atomic_dir, read_json, write_json
+from .fileio import atomic_dir, check_replaceable, read_json, write_json
 from .lst_fusion import sample_long_term
 from .music import Music
 from .sampling import SamplingParams
-from .sliding_window import generate_long, token_count, token_window, total_steps, visual_window
+from .sliding_window import generate_long, source_window, token_count, total_steps, visual_window
 from .stage import STAGES, Conditioning, Stage
 
 FORMAT_VERSION = 1
@@ -68,6 +68,8 @@ class Pipeline:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Pipeline":
         """Move every part to ``device``; ``dtype`` (e.g. torch.bfloat16) applies to the three stages only
         (the encoders and the codec keep their precision). Returns self."""
+        if isinstance(device, torch.dtype):  # pipe.to(torch.bfloat16)
+            device, dtype = None, device
         for part in (self.visual_encoder, self.codec, self.control, self.semantic_tokenizer):
             if part is not None and device is not None:
                 part.to(device)
@@ -118,6 +120,7 @@ class Pipeline:
     # -- storage ----------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write the pipeline to ``directory`` (replaced whole, atomically: an interrupted save leaves no half)."""
+        check_replaceable(directory, "pipeline.json", "pipeline directory")
         parts: dict[str, Any] = {}
         with atomic_dir(directory) as tmp:
             for key, part in (("visual", self.visual_encoder), ("codec", self.codec), ("control", self.control),
@@ -217,7 +220,9 @@ class Pipeline:
         control = self._embed_prompt(prompt)
         info = probe(video)
         duration = info.duration if seconds is None else min(float(seconds), info.duration)
-        seed = random.randrange(2**62) if seed is None else int(seed)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**62):
+            raise ConfigError(f"seed must be an integer in [0, 2**62), got {seed!r}")
+        seed = random.randrange(2**62) if seed is None else seed
 
         with torch.inference_mode():
             feats = extract_features(video, self.visual_encoder, self.fps, seconds=duration, progress=progress)
@@ -240,8 +245,8 @@ class Pipeline:
                 def condition(t0: float, t1: float) -> Conditioning:
                     cond = visual(Conditioning(), stage, t0, t1)
                     if stage.cfg.source_vocab:
-                        src = token_window(tokens, rate, t0, t1)
-                        cond.source = src[None]
+                        src, start = source_window(tokens, rate, t0, t1)
+                        cond.source, cond.source_start = src[None], torch.tensor([start])
                         cond.source_valid = torch.ones(1, src.shape[-1], dtype=torch.bool)
                     return cond.to(weight.device, weight.dtype)
                 return condition
@@ -323,6 +328,8 @@ def generate(video: str | os.PathLike, prompt: str | None = None, *, pipeline=No
     path, or a ``Pipeline``."""
     from .video import probe
 
+    if seconds is not None and not seconds > 0:
+        raise ConfigError(f"seconds must be > 0, got {seconds}")
     probe(video)  # a bad video fails before any model loads
     if pipeline is None:
         pipe = default_pipeline()

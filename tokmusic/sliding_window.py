@@ -62,11 +62,23 @@ def visual_window(features: torch.Tensor, timestamps: torch.Tensor, t0: float, t
     return features[inside], (timestamps[inside] - t0).float()
 
 
+def token_span(total: int, rate: float, t0: float, t1: float) -> tuple[int, int]:
+    """Indices ``[i0, i1)`` of the tokens (of ``total`` at ``rate`` per second) in ``[t0, t1)``; at least one."""
+    i0 = min(round(t0 * rate), total - 1)
+    return i0, max(min(round(t1 * rate), total), i0 + 1)
+
+
 def token_window(tokens: torch.Tensor, rate: float, t0: float, t1: float) -> torch.Tensor:
     """Tokens ``[K, T]`` at ``rate`` per second -> those of ``[t0, t1)`` ``[K, n]`` (at least one)."""
-    i0 = min(round(t0 * rate), tokens.shape[-1] - 1)
-    i1 = max(min(round(t1 * rate), tokens.shape[-1]), i0 + 1)
+    i0, i1 = token_span(tokens.shape[-1], rate, t0, t1)
     return tokens[:, i0:i1]
+
+
+def source_window(tokens: torch.Tensor, rate: float, t0: float, t1: float) -> tuple[torch.Tensor, float]:
+    """Source tokens of ``[t0, t1)`` and the time of the first one from t0 (seconds; off the window's grid
+    when the rates differ, e.g. semantic tokens at 25/s for a coarse window starting on an odd 50/s frame)."""
+    i0, i1 = token_span(tokens.shape[-1], rate, t0, t1)
+    return tokens[:, i0:i1], i0 / rate - t0
 
 
 def generate_long(

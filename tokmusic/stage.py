@@ -160,7 +160,8 @@ class Conditioning:
 
     visual ``[B, Tv, Dv]`` at visual_times ``[B, Tv]`` seconds from the window start, visual_valid ``[B, Tv]``;
     long ``[B, Tl, Dv]``, long_valid ``[B, Tl]``; control ``[B, Dc]``, control_valid ``[B]`` (False -> null token);
-    source Long ``[B, Ks, Ts]``, source_valid ``[B, Ts]``.
+    source Long ``[B, Ks, Ts]``, source_valid ``[B, Ts]``, source_start ``[B]`` seconds from the window start to
+    the first source token (None: 0).
     """
 
     visual: torch.Tensor | None = None
@@ -172,6 +173,7 @@ class Conditioning:
     control_valid: torch.Tensor | None = None
     source: torch.Tensor | None = None
     source_valid: torch.Tensor | None = None
+    source_start: torch.Tensor | None = None
 
     def batch_size(self) -> int:
         for value in (self.visual, self.source, self.control):
@@ -181,11 +183,13 @@ class Conditioning:
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Conditioning":
         """Move every tensor to ``device``; floating-point ones are also cast to ``dtype`` when given."""
-        def move(v: torch.Tensor | None):
+        def move(name: str, v: torch.Tensor | None):
             if v is None:
                 return None
-            return v.to(device, dtype) if dtype is not None and v.is_floating_point() else v.to(device)
-        return Conditioning(**{k: move(v) for k, v in vars(self).items()})
+            # times stay float32: in bf16, 9.96 s rounds to 9.9375 s and frames land on the wrong positions
+            cast = dtype is not None and v.is_floating_point() and name not in ("visual_times", "source_start")
+            return v.to(device, dtype) if cast else v.to(device)
+        return Conditioning(**{k: move(k, v) for k, v in vars(self).items()})
 
     def repeat(self, n: int) -> "Conditioning":
         return Conditioning(**{k: None if v is None else v.repeat_interleave(n, 0) for k, v in vars(self).items()})
@@ -236,7 +240,7 @@ class Stage(nn.Module):
             if cond.visual is None:
                 raise ValueError(f"stage {cfg.kind!r} needs visual features")
             parts.append(self.lst(cond.visual, cond.visual_times, cond.visual_valid, cond.long, cond.long_valid))
-            positions.append(cond.visual_times * cfg.target_rate)
+            positions.append(cond.visual_times.float() * cfg.target_rate)
             valids.append(cond.visual_valid)
             kinds.append(_VISUAL)
         if cfg.source_vocab:
@@ -244,8 +248,10 @@ class Stage(nn.Module):
                 raise ValueError(f"stage {cfg.kind!r} needs source tokens")
             src = cond.source  # [B, Ks, Ts]
             parts.append(sum(emb(src[:, i]) for i, emb in enumerate(self.source_emb)))
-            t = torch.arange(src.shape[-1], device=device, dtype=torch.float32)
-            positions.append((t * (cfg.target_rate / cfg.source_rate)).expand(b, -1))
+            t = torch.arange(src.shape[-1], device=device, dtype=torch.float32).expand(b, -1) / cfg.source_rate
+            if cond.source_start is not None:
+                t = t + cond.source_start.float()[:, None]
+            positions.append(t * cfg.target_rate)
             valids.append(cond.source_valid)
             kinds.append(_SOURCE)
         parts = [p + self.segment.weight[kind] for p, kind in zip(parts, kinds)]
@@ -281,6 +287,8 @@ class Stage(nn.Module):
             keep = torch.rand(target.shape[0], device=target.device) >= self.cfg.control_dropout
             present = keep if cond.control_valid is None else cond.control_valid & keep
             cond = Conditioning(**{**vars(cond), "control_valid": present})
+        if target_valid is not None:  # padded timesteps read as "empty", as unknown codes do in generation
+            target = target.masked_fill(~target_valid[:, None, :], self.cfg.target_vocab)
         logits = self(cond, target)  # [B, K, S, V]
         layout = self.pattern.layout(target.shape[-1]).to(target.device)  # [K, S]
         mask = (layout >= 0).expand(target.shape[0], -1, -1)

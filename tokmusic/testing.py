@@ -59,8 +59,9 @@ def tiny_stage(kind: str, pipeline_parts: dict, seed: int = 0, **overrides) -> S
         semantic_rate=tok.frame_rate,
     )
     cfg = stage_config({"kind": kind, "model": {**TINY_MODEL[kind], **overrides}}, shape)
-    torch.manual_seed(seed)
-    return Stage(cfg).eval()
+    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's random state
+        torch.manual_seed(seed)
+        return Stage(cfg).eval()
 
 
 def tiny_pipeline(seed: int = 0, **stage_overrides) -> Pipeline:

@@ -153,6 +153,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     Decodes the first frame (for rotation side data and to check the file holds pictures).
     Raises VideoError for anything that is not a readable video.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise VideoError(f"{path!r}: a video is given by its path (str or os.PathLike), not {type(path).__name__}")
     path = Path(path)
     with _open(path) as container:
         stream = _video_stream(container, path)

@@ -303,7 +303,9 @@ class ConcatEncoder(VisualEncoder):
             member.reset()
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        return torch.cat([m.encode(frames).float() for m in self.members], dim=-1)
+        outs = [m.encode(frames).float() for m in self.members]
+        # members may live on different devices (a weight-free motion encoder stays on the CPU)
+        return torch.cat([o.to(outs[0].device) for o in outs], dim=-1)
 
     def to_config(self) -> dict:
         return {"type": "concat", "members": [m.to_config() for m in self.members]}

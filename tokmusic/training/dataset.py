@@ -18,7 +18,7 @@ import torch
 
 from ..errors import DataError
 from ..lst_fusion import sample_long_term
-from ..sliding_window import token_count, token_window, visual_window
+from ..sliding_window import source_window, token_count, token_window, visual_window
 from ..stage import StageConfig
 from .shards import TokenShards
 
@@ -71,7 +71,8 @@ class StageDataset(torch.utils.data.Dataset):
 
         out: dict[str, torch.Tensor] = {"target": token_window(target_all, rate, t0, t1)}
         if source_all is not None:
-            out["source"] = token_window(source_all, cfg.source_rate, t0, t1)
+            out["source"], start = source_window(source_all, cfg.source_rate, t0, t1)
+            out["source_start"] = torch.tensor(start, dtype=torch.float32)
         if cfg.visual_dim:
             out["visual"], out["visual_times"] = visual_window(data["visual"], data["times"], t0, t1)
             if cfg.lst.enabled:
@@ -95,11 +96,12 @@ def _pad(tensors: list[torch.Tensor], dim: int) -> tuple[torch.Tensor, torch.Ten
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
     """Pad a list of crops into a batch: target ``[B, K, T]`` + target_valid ``[B, T]``, visual ``[B, Tv, D]``,
     visual_times ``[B, Tv]``, visual_valid, long ``[B, Tl, D]``, long_valid, source ``[B, Ks, Ts]``,
-    source_valid, control ``[B, Dc]`` + control_valid ``[B]``."""
+    source_valid, source_start ``[B]``, control ``[B, Dc]`` + control_valid ``[B]``."""
     batch: dict[str, torch.Tensor] = {}
     batch["target"], batch["target_valid"] = _pad([s["target"] for s in samples], -1)
     if "source" in samples[0]:
         batch["source"], batch["source_valid"] = _pad([s["source"] for s in samples], -1)
+        batch["source_start"] = torch.stack([s["source_start"] for s in samples])
     if "visual" in samples[0]:
         batch["visual"], batch["visual_valid"] = _pad([s["visual"] for s in samples], 0)
         batch["visual_times"], _ = _pad([s["visual_times"] for s in samples], 0)

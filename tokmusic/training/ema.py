@@ -24,7 +24,10 @@ class EMA:
         d = self.current_decay()
         state = module.state_dict()
         for name, value in self.shadow.items():
-            value.lerp_(state[name].detach().float(), 1.0 - d)
+            weight = state[name].detach()
+            if value.device != weight.device:  # the model moved (accelerator.prepare): follow it once
+                value = self.shadow[name] = value.to(weight.device)
+            value.lerp_(weight.float(), 1.0 - d)
         self.updates += 1
 
     def state_dict(self) -> dict[str, torch.Tensor]:

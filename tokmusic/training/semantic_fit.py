@@ -50,10 +50,11 @@ def with_centroids(pipeline, centroids: torch.Tensor, seed: int = 0):
     tokenizer = pipeline.semantic_tokenizer.with_centroids(centroids.float())
     stages = dict(pipeline.stages)
     k = tokenizer.vocab_size
-    torch.manual_seed(seed)
-    if stages["semantic"].cfg.target_vocab != k:
-        stages["semantic"] = _resized(stages["semantic"], target_vocab=k)
-    if stages["coarse"].cfg.source_vocab and stages["coarse"].cfg.source_vocab != k:
-        stages["coarse"] = _resized(stages["coarse"], source_vocab=k)
+    with torch.random.fork_rng(devices=[]):  # seeded re-initialisation; the caller's random state is untouched
+        torch.manual_seed(seed)
+        if stages["semantic"].cfg.target_vocab != k:
+            stages["semantic"] = _resized(stages["semantic"], target_vocab=k)
+        if stages["coarse"].cfg.source_vocab and stages["coarse"].cfg.source_vocab != k:
+            stages["coarse"] = _resized(stages["coarse"], source_vocab=k)
     return Pipeline(visual_encoder=pipeline.visual_encoder, codec=pipeline.codec, stages=stages,
                     control=pipeline.control, semantic_tokenizer=tokenizer, fps=pipeline.fps)

@@ -131,6 +131,8 @@ def train(kind: str, argv: list[str] | None, default_card: Path) -> int:
     del pipeline  # only its shape was needed
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: --out is a file; pass a run directory (new, or an earlier run's to resume)")
     trackers = "tensorboard" if tc.log_with == "tensorboard" and is_tensorboard_available() else None
     accelerator = Accelerator(cpu=distributed_cpu(), mixed_precision=_mixed_precision(tc.mixed_precision), log_with=trackers,
                               project_dir=str(out), gradient_accumulation_steps=tc.grad_accum)
