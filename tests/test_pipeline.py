@@ -222,6 +222,15 @@ def test_other_format_version(saved, tmp_path):
         tokmusic.Pipeline.from_pretrained(path)
 
 
+def test_codec_sample_rate_must_match_the_pipeline(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    meta = json.loads((path / "pipeline.json").read_text())
+    meta["sample_rate"] = 24000
+    (path / "pipeline.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="sample_rate 24000 .* 16000 Hz"):
+        tokmusic.Pipeline.from_pretrained(path)
+
+
 def test_not_a_pipeline(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         tokmusic.Pipeline.from_pretrained(tmp_path / "nowhere")

@@ -173,6 +173,11 @@ class Pipeline:
                 parts[key] = module.from_config(config, sub)
             except ConfigError as exc:
                 raise CheckpointError(f"{sub}: {exc}") from None
+        if meta.get("sample_rate") not in (None, parts["codec"].sample_rate):
+            raise CheckpointError(
+                f"{where}: sample_rate {meta['sample_rate']} but the codec in {directory / 'codec'} runs at "
+                f"{parts['codec'].sample_rate} Hz; the codec was swapped without re-saving the pipeline"
+            )
         stage_dirs = meta.get("stages") or {}
         stages = {}
         for name in STAGES:
