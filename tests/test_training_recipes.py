@@ -55,7 +55,7 @@ def corpus(tmp_path_factory):
         lines.append({"video": f"v{i}.mp4", "split": "train"})
     make_video(tmp / "silent.mp4", 4.0, fps=4, size=(32, 32))
     make_audio(tmp / "music.wav", 4.0, sample_rate=16000, freq=330.0)
-    lines.append({"video": "silent.mp4", "audio": "music.wav", "text": "a tone"})
+    lines.append({"video": "silent.mp4", "audio": "music.wav", "text": "a tone", "split": "valid"})
     (tmp / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
     lines.append({"video": "corrupt.mp4"})
     make_video(tmp / "noaudio.mp4", 2.0, fps=4, size=(32, 32))
@@ -96,6 +96,8 @@ def test_train_all_stages_and_generate(corpus):
                "--config", card(tmp, kind))
         curve = losses(tmp / f"run-{kind}")
         assert len(curve) == 5 and curve[-1] < 0.9 * curve[0], (kind, curve)
+        last = json.loads((tmp / f"run-{kind}" / "log.jsonl").read_text().splitlines()[-1])
+        assert 0 < last["valid_loss"] < 20, last  # the held-out item, scored at the end
         assert list((tmp / f"run-{kind}").glob(f"tokmusic-{kind}/events.out.tfevents.*"))  # TensorBoard
     pipe = tiny_pipeline(seed=0)
     for kind in ("semantic", "coarse", "fine"):

@@ -35,6 +35,8 @@ class TrainConfig:
     save_every: int = 1000
     keep_checkpoints: int = 3
     log_every: int = 50
+    eval_every: int = 500
+    eval_items: int = 64
     seed: int = 0
     num_workers: int = 2
     log_with: str = "tensorboard"
@@ -62,7 +64,7 @@ class TrainConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 bad(key, "a positive integer")
-        for key in ("warmup_steps", "num_workers", "seed"):
+        for key in ("warmup_steps", "num_workers", "seed", "eval_every", "eval_items"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 bad(key, "an integer >= 0")

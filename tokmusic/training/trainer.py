@@ -128,6 +128,8 @@ def train(kind: str, argv: list[str] | None, default_card: Path) -> int:
     tc = run.train_cfg
     shards = TokenShards(args.data, pipeline_meta(pipeline))
     dataset = StageDataset(shards, run.stage_cfg, run.crop_seconds, "train", tc.seed)
+    held_out = (StageDataset(shards, run.stage_cfg, run.crop_seconds, "valid", tc.seed)
+                if tc.eval_every and shards.entries("valid") else None)
     del pipeline  # only its shape was needed
 
     out = Path(args.out)
@@ -203,16 +205,22 @@ def train(kind: str, argv: list[str] | None, default_card: Path) -> int:
         if ema is not None:
             ema.update(stage)
 
-        if step % tc.log_every == 0 or step == tc.max_steps:
+        valid_loss = None
+        if held_out is not None and (step % tc.eval_every == 0 or step == tc.max_steps):
+            valid_loss = validation_loss(accelerator, model, held_out, tc.eval_items, tc.batch_size)
+        if step % tc.log_every == 0 or step == tc.max_steps or valid_loss is not None:
             mean_loss = accelerator.reduce(torch.stack(window_loss).mean(), "mean").item()
             tokens = accelerator.reduce(torch.tensor(window_tokens, device=accelerator.device), "sum").item()
             elapsed = time.perf_counter() - window_start
             record = {"step": step, "loss": round(mean_loss, 5), "lr": lr, "tokens_per_s": round(tokens / elapsed, 1)}
             if grad_norm is not None:
                 record["grad_norm"] = round(float(grad_norm), 4)
+            if valid_loss is not None:
+                record["valid_loss"] = round(valid_loss, 5)
             accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
             if accelerator.is_main_process:
-                print(f"{kind} step {step}/{tc.max_steps}  loss {mean_loss:.4f}  lr {lr:.2e}  "
+                valid = f"  valid {record['valid_loss']:.4f}" if "valid_loss" in record else ""
+                print(f"{kind} step {step}/{tc.max_steps}  loss {mean_loss:.4f}{valid}  lr {lr:.2e}  "
                       f"{record['tokens_per_s']:.0f} tok/s", flush=True)
                 with open(log_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -230,6 +238,28 @@ def train(kind: str, argv: list[str] | None, default_card: Path) -> int:
         accelerator.print(f"{kind}: exported the trained stage to {out / 'stage'}")
     accelerator.end_training()
     return 0
+
+
+@torch.no_grad()
+def validation_loss(accelerator, model: nn.Module, dataset: StageDataset, items: int, batch_size: int) -> float:
+    """Mean loss per target token over one fixed crop of each of the first ``items`` held-out items.
+
+    The same crops every time (sample number 0), split between the processes; the model is in eval mode, so
+    nothing draws from the random state a resumed run relies on.
+    """
+    refs = [(i, 0) for i in range(min(items, len(dataset)))][accelerator.process_index :: accelerator.num_processes]
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # summed loss, tokens
+    for start in range(0, len(refs), batch_size):
+        batch = collate([dataset[r] for r in refs[start : start + batch_size]])
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        loss = model(**batch)  # the prepared model: DDP/FSDP wrapping and autocast as in training
+        tokens = int(batch["target_valid"].sum()) * batch["target"].shape[1]
+        total += torch.tensor([loss.item() * tokens, tokens], dtype=torch.float64, device=accelerator.device)
+    model.train(was_training)
+    total = accelerator.reduce(total, "sum")
+    return float(total[0] / total[1]) if total[1] > 0 else float("nan")
 
 
 def export(accelerator, model, ema, cfg: StageConfig, directory: Path) -> None:
