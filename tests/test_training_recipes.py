@@ -117,7 +117,7 @@ def assert_same_run(a, b, last=20):
 def test_stopped_run_resumes_exactly(corpus, capsys):
     tmp, _ = corpus
     args = ["--data", str(tmp / "data"), "--pipeline", str(tmp / "pipeline"), "--config",
-            str(card(tmp, "semantic", max_steps=8, save_every=4, log_every=4))]
+            str(card(tmp, "semantic", max_steps=8, save_every=4, log_every=2))]
     recipe("stage1")([*args, "--out", str(tmp / "one-whole")])
     recipe("stage1")([*args, "--out", str(tmp / "one-split"), "--stop-after", "6"])
     assert sorted(p.name for p in (tmp / "one-split" / "checkpoints").iterdir()) == ["step-00000004"]
@@ -125,6 +125,8 @@ def test_stopped_run_resumes_exactly(corpus, capsys):
     recipe("stage1")([*args, "--out", str(tmp / "one-split")])
     assert "resuming from" in capsys.readouterr().out
     assert_same_run(tmp / "one-whole", tmp / "one-split", last=8)
+    steps = [json.loads(line)["step"] for line in (tmp / "one-split" / "log.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 8]  # steps 5-6 were replayed after the checkpoint at 4: logged once
 
 
 @pytest.mark.slow

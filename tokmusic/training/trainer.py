@@ -20,6 +20,7 @@ from torch import nn
 from ..cards import read_card, stage_config
 from ..checkpoint import save_stage
 from ..errors import CheckpointError, ConfigError
+from ..fileio import atomic_file
 from ..stage import Conditioning, Stage, StageConfig
 from .checkpoints import checkpoint_dirs, load_checkpoint, save_checkpoint
 from .cli import RecipeParser, distributed_cpu
@@ -167,6 +168,8 @@ def train(kind: str, argv: list[str] | None, default_card: Path) -> int:
                                   "was started with")
         step = load_checkpoint(previous[-1], accelerator, stage, optimizer, ema, sharded)["step"]
         accelerator.print(f"{kind}: resuming from {previous[-1]} (step {step})")
+        if accelerator.is_main_process:
+            _forget_log_after(out / "log.jsonl", step)
     else:
         torch.manual_seed(tc.seed + 1 + accelerator.process_index)  # per-process dropout / control-drop draws
 
@@ -260,6 +263,15 @@ def validation_loss(accelerator, model: nn.Module, dataset: StageDataset, items:
     model.train(was_training)
     total = accelerator.reduce(total, "sum")
     return float(total[0] / total[1]) if total[1] > 0 else float("nan")
+
+
+def _forget_log_after(path: Path, step: int) -> None:
+    """Drop log records past the resumed checkpoint: those steps are about to be run (and logged) again."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    with atomic_file(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in kept))
 
 
 def export(accelerator, model, ema, cfg: StageConfig, directory: Path) -> None:
