@@ -71,6 +71,21 @@ class PipelineShape:
     semantic_vocab: int | None
     semantic_rate: float | None
 
+    @classmethod
+    def of(cls, visual_encoder, codec, control=None, semantic_tokenizer=None) -> "PipelineShape":
+        """The shape of a pipeline made of these parts."""
+        tok = semantic_tokenizer
+        return cls(
+            visual_dim=visual_encoder.dim,
+            control_dim=None if control is None else control.dim,
+            codebook_size=codec.codebook_size,
+            n_coarse=codec.n_coarse,
+            n_fine=codec.n_fine,
+            frame_rate=codec.frame_rate,
+            semantic_vocab=None if tok is None else tok.vocab_size,
+            semantic_rate=None if tok is None else tok.frame_rate,
+        )
+
 
 def _expectations(cfg: StageConfig, shape: PipelineShape, stages: dict[str, StageConfig]) -> list[tuple[str, object, str, object]]:
     """(stage field, stage value, pipeline side, pipeline value) pairs that must agree."""

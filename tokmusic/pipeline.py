@@ -83,20 +83,10 @@ class Pipeline:
         return self.codec.sample_rate
 
     def shape(self) -> PipelineShape:
-        tok = self.semantic_tokenizer
-        return PipelineShape(
-            visual_dim=self.visual_encoder.dim,
-            control_dim=None if self.control is None else self.control.dim,
-            codebook_size=self.codec.codebook_size,
-            n_coarse=self.codec.n_coarse,
-            n_fine=self.codec.n_fine,
-            frame_rate=self.codec.frame_rate,
-            semantic_vocab=None if tok is None else tok.vocab_size,
-            semantic_rate=None if tok is None else tok.frame_rate,
-        )
+        return PipelineShape.of(self.visual_encoder, self.codec, self.control, self.semantic_tokenizer)
 
     def _check(self, name: str, cfg, source: str) -> None:
-        others = {k: s.cfg for k, s in getattr(self, "stages", {}).items() if k != name}
+        others = {k: s.cfg for k, s in self.stages.items() if k != name}
         problems = compatibility_problems(name, cfg, self.shape(), others)
         if problems:
             raise CheckpointError(f"{source} cannot be the {name!r} stage of this pipeline: " + "; ".join(problems))
@@ -233,23 +223,24 @@ class Pipeline:
             feats = extract_features(video, self.visual_encoder, self.fps, seconds=duration, progress=progress)
             features, times = feats.features.float().cpu(), feats.timestamps
 
-            def visual(cond: Conditioning, stage: Stage, t0: float, t1: float) -> Conditioning:
-                if stage.cfg.visual_dim:
-                    short, short_times = visual_window(features, times, t0, t1)
-                    cond.visual, cond.visual_times = short[None], short_times[None]
-                    cond.visual_valid = torch.ones(1, short.shape[0], dtype=torch.bool)
-                    lt, _ = sample_long_term(features, stage.cfg.lst.long_frames)  # fixed for the whole video
-                    cond.long, cond.long_valid = lt[None], torch.ones(1, lt.shape[0], dtype=torch.bool)
-                if stage.cfg.control_dim and control is not None:
-                    cond.control, cond.control_valid = control, torch.ones(1, dtype=torch.bool)
-                return cond
-
-            def with_source(stage: Stage, tokens: torch.Tensor, rate: float):
+            def conditions(stage: Stage, tokens: torch.Tensor | None = None, rate: float = 0.0):
+                """The stage's inputs for the window t0..t1; ``tokens`` at ``rate``/s are its source."""
+                cfg = stage.cfg
                 weight = stage.segment.weight
+                if cfg.visual_dim:
+                    long, _ = sample_long_term(features, cfg.lst.long_frames)  # fixed for the whole video
+                    long_valid = torch.ones(1, long.shape[0], dtype=torch.bool)
 
                 def condition(t0: float, t1: float) -> Conditioning:
-                    cond = visual(Conditioning(), stage, t0, t1)
-                    if stage.cfg.source_vocab:
+                    cond = Conditioning()
+                    if cfg.visual_dim:
+                        short, short_times = visual_window(features, times, t0, t1)
+                        cond.visual, cond.visual_times = short[None], short_times[None]
+                        cond.visual_valid = torch.ones(1, short.shape[0], dtype=torch.bool)
+                        cond.long, cond.long_valid = long[None], long_valid
+                    if cfg.control_dim and control is not None:
+                        cond.control, cond.control_valid = control, torch.ones(1, dtype=torch.bool)
+                    if cfg.source_vocab:
                         src, start = source_window(tokens, rate, t0, t1)
                         cond.source, cond.source_start = src[None], torch.tensor([start])
                         cond.source_valid = torch.ones(1, src.shape[-1], dtype=torch.bool)
@@ -265,10 +256,9 @@ class Pipeline:
                           leave=False) as bar:
                     return generate_long(stage, total, condition, params[name], generator, bar.update)
 
-            semantic_stage = self.stages["semantic"]
-            semantic = run("semantic", with_source(semantic_stage, torch.zeros(1, 1, dtype=torch.long), 1.0))
-            coarse = run("coarse", with_source(self.stages["coarse"], semantic, semantic_stage.cfg.target_rate))
-            fine = run("fine", with_source(self.stages["fine"], coarse, self.codec.frame_rate))
+            semantic = run("semantic", conditions(self.stages["semantic"]))
+            coarse = run("coarse", conditions(self.stages["coarse"], semantic, self.stages["semantic"].cfg.target_rate))
+            fine = run("fine", conditions(self.stages["fine"], coarse, self.codec.frame_rate))
             waveform = self.codec.decode(torch.cat([coarse, fine], 0))
         samples = round(duration * self.sample_rate)
         waveform = waveform[:, :samples].float().cpu().contiguous()

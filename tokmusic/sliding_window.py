@@ -93,21 +93,22 @@ def generate_long(
 
     ``condition(t0, t1)`` returns the stage's inputs for the window from t0 to t1 seconds.
     """
-    cfg = stage.cfg
-    rate = cfg.target_rate
-    window = max(1, round(cfg.window * rate))
-    overlap = min(round(cfg.overlap * rate), window - 1)
-    out = torch.zeros(cfg.target_codebooks, total, dtype=torch.long)
-    for w in plan_windows(total, window, overlap):
+    rate = stage.cfg.target_rate
+    out = torch.zeros(stage.cfg.target_codebooks, total, dtype=torch.long)
+    for w in stage_windows(stage, total):
         cond = condition(w.start / rate, w.end / rate)
         prompt = out[:, w.start : w.start + w.prompt]
         out[:, w.start : w.end] = stage.generate(cond, w.length, prompt, params, generator, on_step)
     return out
 
 
-def total_steps(stage: Stage, total: int) -> int:
-    """Decoder steps ``generate_long`` takes for ``total`` timesteps (for progress bars)."""
+def stage_windows(stage: Stage, total: int) -> list[Window]:
+    """The windows ``stage`` generates ``total`` timesteps in: its card's window and overlap in tokens."""
     cfg = stage.cfg
     window = max(1, round(cfg.window * cfg.target_rate))
-    overlap = min(round(cfg.overlap * cfg.target_rate), window - 1)
-    return sum(stage.pattern.num_steps(w.length) for w in plan_windows(total, window, overlap))
+    return plan_windows(total, window, min(round(cfg.overlap * cfg.target_rate), window - 1))
+
+
+def total_steps(stage: Stage, total: int) -> int:
+    """Decoder steps ``generate_long`` takes for ``total`` timesteps (for progress bars)."""
+    return sum(stage.pattern.num_steps(w.length) for w in stage_windows(stage, total))

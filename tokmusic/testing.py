@@ -46,18 +46,8 @@ def tiny_stage(kind: str, pipeline_parts: dict, seed: int = 0, **overrides) -> S
     """A random tiny stage of ``kind`` that fits ``pipeline_parts``; ``overrides`` change card "model" keys."""
     from .checkpoint import PipelineShape
 
-    parts = pipeline_parts
-    tok = parts["semantic_tokenizer"]
-    shape = PipelineShape(
-        visual_dim=parts["visual_encoder"].dim,
-        control_dim=parts["control"].dim if parts.get("control") is not None else None,
-        codebook_size=parts["codec"].codebook_size,
-        n_coarse=parts["codec"].n_coarse,
-        n_fine=parts["codec"].n_fine,
-        frame_rate=parts["codec"].frame_rate,
-        semantic_vocab=tok.vocab_size,
-        semantic_rate=tok.frame_rate,
-    )
+    shape = PipelineShape.of(pipeline_parts["visual_encoder"], pipeline_parts["codec"],
+                             pipeline_parts.get("control"), pipeline_parts["semantic_tokenizer"])
     cfg = stage_config({"kind": kind, "model": {**TINY_MODEL[kind], **overrides}}, shape)
     with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's random state
         torch.manual_seed(seed)
