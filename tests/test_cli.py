@@ -78,3 +78,15 @@ def test_console_script_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("tokmusic: error:")
+
+
+@pytest.mark.parametrize("out, words", [("nodir/out.wav", "does not exist"), ("file.txt/out.wav", "is a file"),
+                                        ("out.ogg", "unsupported output"), ("adir", "unsupported output")])
+def test_unwritable_output_fails_before_generating(saved, clip, tmp_path, capsys, monkeypatch, out, words):
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "adir").mkdir()
+    monkeypatch.setattr("tokmusic.default.generate", lambda *a, **k: pytest.fail("generated anyway"))
+    assert main(["generate", str(clip), "-o", str(tmp_path / out), "--pipeline", str(saved), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tokmusic: error: ") and err.count("\n") == 1
+    assert words in err and str(tmp_path) in err

@@ -1,6 +1,6 @@
 import torch
 
-from tokmusic.lst_fusion import LSTConfig, LSTFusion, sample_long_term
+from tokmusic.lst_fusion import CLOCK_FEATURES, CLOCK_HARMONICS, LSTConfig, LSTFusion, clock_features, sample_long_term
 
 CFG = dict(width=16, n_heads=2, short_layers=1, long_layers=1, fusion_layers=1, long_frames=4)
 
@@ -10,14 +10,15 @@ def inputs(b=2, ts=5, tl=4, d=12):
     short = torch.randn(b, ts, d, generator=g)
     times = (torch.arange(ts, dtype=torch.float32) / 2).expand(b, -1)
     long = torch.randn(b, tl, d, generator=g)
-    return short, times, torch.ones(b, ts, dtype=torch.bool), long, torch.ones(b, tl, dtype=torch.bool)
+    long_times = torch.linspace(0, 6, tl).expand(b, -1)
+    return short, times, torch.ones(b, ts, dtype=torch.bool), long, long_times, torch.ones(b, tl, dtype=torch.bool)
 
 
 def test_shapes():
     lst = LSTFusion(12, 24, LSTConfig(**CFG)).eval()
     assert lst(*inputs()).shape == (2, 5, 24)
     off = LSTFusion(12, 24, LSTConfig(enabled=False, **CFG)).eval()
-    short, times, valid, _, _ = inputs()
+    short, times, valid, _, _, _ = inputs()
     assert off(short, times, valid).shape == (2, 5, 24)
     assert not hasattr(off, "long")
 
@@ -25,23 +26,52 @@ def test_shapes():
 def test_padding_is_ignored():
     torch.manual_seed(0)
     lst = LSTFusion(12, 24, LSTConfig(**CFG)).eval()
-    short, times, valid, long, long_valid = inputs(b=1)
-    ref = lst(short, times, valid, long, long_valid)
+    short, times, valid, long, long_times, long_valid = inputs(b=1)
+    ref = lst(short, times, valid, long, long_times, long_valid)
     # pad both branches with garbage frames marked invalid: the real frames' outputs do not change
     pad = lambda x, n: torch.cat([x, 100 * torch.randn(1, n, x.shape[-1])], 1)  # noqa: E731
     out = lst(pad(short, 3), torch.cat([times, torch.zeros(1, 3)], 1),
               torch.cat([valid, torch.zeros(1, 3, dtype=torch.bool)], 1),
-              pad(long, 2), torch.cat([long_valid, torch.zeros(1, 2, dtype=torch.bool)], 1))
+              pad(long, 2), torch.cat([long_times, torch.zeros(1, 2)], 1),
+              torch.cat([long_valid, torch.zeros(1, 2, dtype=torch.bool)], 1))
     torch.testing.assert_close(out[:, :5], ref, atol=1e-5, rtol=0)
 
 
 def test_long_term_context_matters_only_when_enabled():
     torch.manual_seed(0)
     lst = LSTFusion(12, 24, LSTConfig(**CFG)).eval()
-    short, times, valid, long, long_valid = inputs(b=1)
-    a = lst(short, times, valid, long, long_valid)
-    b = lst(short, times, valid, torch.randn_like(long), long_valid)
+    short, times, valid, long, long_times, long_valid = inputs(b=1)
+    a = lst(short, times, valid, long, long_times, long_valid)
+    b = lst(short, times, valid, torch.randn_like(long), long_times, long_valid)
     assert not torch.allclose(a, b)
+
+
+def test_short_and_long_term_share_one_clock():
+    # the same frames seen from another place in the video fuse differently
+    torch.manual_seed(0)
+    lst = LSTFusion(12, 24, LSTConfig(**CFG)).eval()
+    short, times, valid, long, long_times, long_valid = inputs(b=1)
+    here = lst(short, times, valid, long, long_times, long_valid)
+    later = lst(short, times + 2.0, valid, long, long_times, long_valid)
+    assert not torch.allclose(here, later, atol=1e-4)
+    # attention between the branches is relative on that clock: without the clock features, shifting both
+    # branches by the same time changes nothing; with them, each frame also knows its own place
+    shifted = lst(short, times + 2.0, valid, long, long_times + 2.0, long_valid)
+    assert not torch.allclose(shifted, here, atol=1e-4)
+    with torch.no_grad():
+        lst.clock.weight.zero_()
+        lst.clock.bias.zero_()
+    torch.testing.assert_close(lst(short, times + 2.0, valid, long, long_times + 2.0, long_valid),
+                               lst(short, times, valid, long, long_times, long_valid), atol=1e-5, rtol=0)
+
+
+def test_clock_features():
+    times = torch.tensor([[0.0, 5.0, 10.0]])
+    f = clock_features(times, torch.tensor([10.0]))
+    assert f.shape == (1, 3, CLOCK_FEATURES)
+    assert torch.allclose(f[..., -CLOCK_HARMONICS:], torch.cos(torch.pi * torch.tensor([0.0, 0.5, 1.0])[:, None]
+                                                               * torch.arange(1, CLOCK_HARMONICS + 1)))
+    assert not torch.allclose(f[0, 0], f[0, 2])  # the opening and the end differ
 
 
 def test_sample_long_term_spreads_over_the_whole_video():

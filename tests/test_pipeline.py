@@ -6,7 +6,7 @@ import torch
 
 import tokmusic
 from tokmusic import CheckpointError, ConfigError, VideoError
-from tokmusic.checkpoint import load_stage, save_stage
+from tokmusic.stage_files import load_stage, save_stage
 from tokmusic.stage import Stage, StageConfig
 from tokmusic.testing import tiny_parts, tiny_pipeline, tiny_stage
 from tokmusic.video import probe

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tokmusic.sliding_window import Window, plan_windows, token_count, token_window, visual_window
+from tokmusic.windows import Window, plan_windows, token_count, token_window, visual_window
 
 
 def test_plan_exact():

@@ -29,6 +29,7 @@ def conditioning(kind, b=2, seed=0):
         cond.visual_times = torch.arange(6.0).expand(b, -1) / 2
         cond.visual_valid = torch.ones(b, 6, dtype=torch.bool)
         cond.long = torch.randn(b, 4, 12, generator=g)
+        cond.long_times = torch.linspace(0.0, 9.0, 4).expand(b, -1)
         cond.long_valid = torch.ones(b, 4, dtype=torch.bool)
     if kind == "semantic":
         cond.control = torch.randn(b, 8, generator=g)
@@ -53,13 +54,15 @@ def test_incremental_decoding_matches_full_forward(kind):
         full = stage(cond, target)  # [1, K, S, V]
         seq = stage.pattern.build(target)
         inputs = torch.cat([torch.full_like(seq[..., :1], cfg.target_vocab), seq[..., :-1]], -1)
-        memory, valid = stage.encode(cond)
-        state = stage.decoder.start(memory, valid, max_len=seq.shape[-1])
+        times = stage.pattern.step_times(9).float()[None]
+        state = stage.decoder.start(stage.encode(cond), max_len=seq.shape[-1])
         prefill = 3  # a multi-step prefill, then one step at a time
-        h = stage.decoder.step(stage.embed_targets(inputs[..., :prefill]), torch.arange(prefill)[None], state)
+        h = stage.decoder.step(stage.embed_targets(inputs[..., :prefill]), torch.arange(prefill)[None], state,
+                               times[:, :prefill])
         steps = [stage.logits_of(h)]
         for s in range(prefill, seq.shape[-1]):
-            h = stage.decoder.step(stage.embed_targets(inputs[..., s : s + 1]), torch.tensor([[s]]), state)
+            h = stage.decoder.step(stage.embed_targets(inputs[..., s : s + 1]), torch.tensor([[s]]), state,
+                                   times[:, s : s + 1])
             steps.append(stage.logits_of(h))
         incremental = torch.cat(steps, 2)
     assert state.size == seq.shape[-1]
@@ -181,12 +184,13 @@ def test_source_tokens_are_placed_at_their_times():
     stage = Stage(stage_config("coarse")).eval()
     cond = conditioning("coarse", b=1)
     with torch.no_grad():
-        ref, _ = stage.encode(cond)
+        ref = stage.encode(cond).x
+        # the frames stay where they are in the video (window_start moves back by the same 0.02 s)
         shifted = Conditioning(**{**vars(cond), "source_start": torch.tensor([0.02]),
-                                  "visual_times": cond.visual_times + 0.02})
-        moved, _ = stage.encode(shifted)
+                                  "visual_times": cond.visual_times + 0.02, "window_start": torch.tensor([-0.02])})
+        moved = stage.encode(shifted).x
         off = Conditioning(**{**vars(cond), "source_start": torch.tensor([0.02])})
-        wrong, _ = stage.encode(off)
+        wrong = stage.encode(off).x
     torch.testing.assert_close(moved, ref, atol=1e-4, rtol=0)  # rotary positions are relative
     assert not torch.allclose(wrong, ref, atol=1e-4)
 

@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from tokmusic.cards import stage_config
-from tokmusic.checkpoint import PipelineShape
+from tokmusic.compatibility import PipelineShape
 from tokmusic.errors import ConfigError, DataError
 from tokmusic.lst_fusion import sample_long_term
-from tokmusic.sliding_window import token_window, visual_window
+from tokmusic.windows import token_window, visual_window
 from tokmusic.stage import Conditioning, Stage
 from tokmusic.training.config import TrainConfig
 from tokmusic.training.dataset import StageDataset, StepSampler, collate

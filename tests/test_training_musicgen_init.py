@@ -3,7 +3,7 @@ import torch
 from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
 
 from tokmusic.cards import stage_config
-from tokmusic.checkpoint import PipelineShape
+from tokmusic.compatibility import PipelineShape
 from tokmusic.errors import CheckpointError
 from tokmusic.stage import Stage
 from tokmusic.training.musicgen_init import init_from_musicgen

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from media import make_audio, make_video
 from tokmusic.errors import ConfigError, DataError, TokmusicError
 from tokmusic.testing import tiny_pipeline
+from tokmusic.training.shards import TokenShards
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
@@ -77,6 +78,10 @@ def test_preprocess_reports_bad_items_and_resumes(corpus, capsys):
     assert "4 items ready, 3 failed" in out
     item = index["items"][0]
     assert item["frames"] == 8 and item["codec_frames"] == 200 and abs(item["duration"] - 4.0) < 0.05
+    # the music's control embedding per second, so a crop gets its own (not the whole track's)
+    control = TokenShards(tmp / "data").load(item)["control"]
+    assert item["control_hop"] == 1.0 and control.shape == (4, 16)
+    torch.testing.assert_close(control.norm(dim=-1), torch.ones(4))
     before = sorted(p.name for p in (tmp / "data" / "shards").iterdir())
     assert {name[:2] for name in before} == {"r0", "r1"}  # both processes took their share
     recipe("preprocess")([str(tmp / "manifest.jsonl"), "--pipeline", str(tmp / "pipeline"), "--out",
@@ -122,6 +127,12 @@ def test_stopped_run_resumes_exactly(corpus, capsys):
     recipe("stage1")([*args, "--out", str(tmp / "one-split"), "--stop-after", "6"])
     assert sorted(p.name for p in (tmp / "one-split" / "checkpoints").iterdir()) == ["step-00000004"]
     assert not (tmp / "one-split" / "stage").exists()
+    for flag, value, message in [("--batch-size", "1", "--batch-size 2 and is resumed with 1"),
+                                 ("--grad-accum", "2", "--grad-accum 1 and is resumed with 2")]:
+        with pytest.raises(ConfigError, match=message):  # would silently change the data order
+            recipe("stage1")([*args, "--out", str(tmp / "one-split"), flag, value])
+    with open(tmp / "one-split" / "log.jsonl", "a") as log:
+        log.write('{"step": 7, "loss":')  # as if killed in the middle of writing a line
     recipe("stage1")([*args, "--out", str(tmp / "one-split")])
     assert "resuming from" in capsys.readouterr().out
     assert_same_run(tmp / "one-whole", tmp / "one-split", last=8)
@@ -192,3 +203,20 @@ def test_user_errors_print_one_line_and_exit_2(corpus, tmp_path):
     assert done.stderr.startswith("tokmusic: error: ") and "m.jsonl:1" in done.stderr  # v0.mp4 is not there
     with pytest.raises(TokmusicError, match="no index.json"):
         recipe("stage2")(["--data", str(tmp_path), "--pipeline", str(tmp / "pipeline"), "--out", str(tmp_path / "r")])
+
+
+def test_preprocess_fails_when_every_item_fails(corpus, tmp_path):
+    tmp, _ = corpus
+    lines = [{"video": str(tmp / "corrupt.mp4")}, {"video": str(tmp / "noaudio.mp4")}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    args = [str(tmp_path / "m.jsonl"), "--pipeline", str(tmp / "pipeline"), "--out", str(tmp_path / "d"), "--quiet"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "recipes" / "preprocess.py"), *args],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith("tokmusic: error: all 2 items this run tried failed (first: line 1: ")
+    assert "VideoError" in done.stderr and "--retry-failed" in done.stderr
+    assert recipe("preprocess")(args) == 0  # nothing left to try: the failures are listed, not retried
+    with pytest.raises(DataError, match="all 2 items this run tried failed"):
+        recipe("preprocess")([*args, "--retry-failed"])

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from tokmusic.cards import read_card
-from tokmusic.training.checkpoints import optimizer_state, optimizer_tensors
+from tokmusic.errors import ConfigError
+from tokmusic.training.checkpoints import check_data_order, data_order, optimizer_state, optimizer_tensors
 from tokmusic.training.config import TrainConfig
 from tokmusic.training.ema import EMA
-from tokmusic.training.trainer import lr_at
+from tokmusic.training.trainer import _forget_log_after, append_log, lr_at
 
 STAGES = Path(__file__).resolve().parents[1] / "stages"
 
@@ -60,3 +61,40 @@ def test_ema_warms_up_and_copies():
     target = torch.nn.Linear(2, 1, bias=False)
     ema.copy_to(target)
     assert torch.equal(target.weight, ema.shadow["weight"])
+
+
+def test_resume_refuses_another_data_order():
+    saved = {"data_order": data_order(TrainConfig(batch_size=4, grad_accum=2, seed=3), num_processes=2)}
+    check_data_order(saved, data_order(TrainConfig(batch_size=4, grad_accum=2, seed=3, lr=1.0), 2), Path("run"))
+    for now, message in [
+        (data_order(TrainConfig(batch_size=8, grad_accum=2, seed=3), 2), "--batch-size 4 and is resumed with 8"),
+        (data_order(TrainConfig(batch_size=4, grad_accum=1, seed=3), 2), "--grad-accum 2 and is resumed with 1"),
+        (data_order(TrainConfig(batch_size=4, grad_accum=2, seed=3), 1), "launch with --num_processes 2"),
+        (data_order(TrainConfig(batch_size=4, grad_accum=2, seed=0), 2), "set train.seed to 3"),
+    ]:
+        with pytest.raises(ConfigError, match="run: this run was started with") as err:
+            check_data_order(saved, now, Path("run"))
+        assert message in str(err.value) and "start a new --out" in str(err.value)
+
+
+def test_resume_checks_checkpoints_written_before_data_order_was_stored():
+    saved = {"train": TrainConfig(batch_size=4).to_dict(), "num_processes": 2}
+    check_data_order(saved, data_order(TrainConfig(batch_size=4), 2), Path("run"))
+    with pytest.raises(ConfigError, match="--batch-size 4 and is resumed with 2"):
+        check_data_order(saved, data_order(TrainConfig(batch_size=2), 2), Path("run"))
+
+
+def test_log_lines_are_whole_and_a_torn_last_line_is_dropped_on_resume(tmp_path):
+    log = tmp_path / "log.jsonl"
+    for step in (2, 4, 6):
+        append_log(log, {"step": step, "loss": 1.0 / step})
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [2, 4, 6]
+    with open(log, "a") as f:
+        f.write('{"step": 8, "loss": 0.1')  # a crash in the middle of a line
+    _forget_log_after(log, 6)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [2, 4, 6]
+    append_log(log, {"step": 8, "loss": 0.1})
+    _forget_log_after(log, 4)  # records of the steps a resume replays go
+    assert log.read_text() == '{"step": 2, "loss": 0.5}\n{"step": 4, "loss": 0.25}\n'
+    _forget_log_after(log, 0)  # a fresh start (no checkpoint yet) replays every step
+    assert log.read_text() == ""

@@ -1,7 +1,7 @@
 import torch
 
 from tokmusic.kv_cache import KVCache
-from tokmusic.transformer import Transformer, TransformerConfig, apply_rotary, rotary
+from tokmusic.transformer import Memory, Transformer, TransformerConfig, apply_rotary, rotary
 
 CFG = TransformerConfig(d_model=16, n_heads=2, n_layers=2, d_ff=32)
 
@@ -51,12 +51,48 @@ def test_encoder_ignores_padded_keys():
 def test_decoder_is_causal():
     torch.manual_seed(0)
     dec = Transformer(CFG, cross=True).eval()
-    memory = torch.randn(1, 3, 16)
+    memory = Memory(torch.randn(1, 3, 16))
     x = torch.randn(1, 5, 16)
     pos = torch.arange(5)[None]
-    a = dec(x, pos, causal=True, memory=memory)
-    y = x.clone()
-    y[:, 3:] = torch.randn(1, 2, 16)
-    b = dec(y, pos, causal=True, memory=memory)
-    torch.testing.assert_close(a[:, :3], b[:, :3])
-    assert not torch.allclose(a[:, 3:], b[:, 3:])
+    for valid in (None, torch.ones(1, 5, dtype=torch.bool)):  # a validity mask must not lift causality
+        a = dec(x, pos, causal=True, valid=valid, memory=memory)
+        y = x.clone()
+        y[:, 3:] = torch.randn(1, 2, 16)
+        b = dec(y, pos, causal=True, valid=valid, memory=memory)
+        torch.testing.assert_close(a[:, :3], b[:, :3])
+        assert not torch.allclose(a[:, 3:], b[:, 3:])
+
+
+def test_cross_attention_is_relative_in_time():
+    # queries meet the memory on one clock: moving both by the same time changes nothing, moving one does
+    torch.manual_seed(0)
+    dec = Transformer(CFG, cross=True).eval()
+    x, mem = torch.randn(1, 4, 16), torch.randn(1, 6, 16)
+    steps, times, mem_times = torch.arange(4)[None], torch.tensor([[0.0, 1, 2, 3]]), torch.arange(6.0)[None]
+    a = dec(x, steps, causal=True, memory=Memory(mem, None, mem_times), cross_positions=times)
+    b = dec(x, steps, causal=True, memory=Memory(mem, None, mem_times + 7.5), cross_positions=times + 7.5)
+    c = dec(x, steps, causal=True, memory=Memory(mem, None, mem_times + 2.0), cross_positions=times)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert not torch.allclose(a, c, atol=1e-3)
+
+
+def test_a_timeless_memory_entry_scores_the_same_from_any_time():
+    # one memory entry with no time (NaN), e.g. a control token: alone in the memory, the output cannot
+    # depend on where the queries stand; beside timed entries, it is scored without rotation on either side
+    torch.manual_seed(0)
+    dec = Transformer(CFG, cross=True).eval()
+    x, mem = torch.randn(1, 3, 16), torch.randn(1, 1, 16)
+    steps = torch.arange(3)[None]
+    nan = torch.full((1, 1), float("nan"))
+    a = dec(x, steps, causal=True, memory=Memory(mem, None, nan), cross_positions=torch.tensor([[0.0, 1, 2]]))
+    b = dec(x, steps, causal=True, memory=Memory(mem, None, nan), cross_positions=torch.tensor([[40.0, 9, 3]]))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    attn = dec.layers[0].cross_attn
+    q = attn.heads(attn.q(torch.randn(1, 1, 16)))
+    both = torch.cat([mem, torch.randn(1, 1, 16)], 1)
+    k, _ = attn.memory_kv(both, dec.rope(torch.tensor([[0.0, 5.0]])), torch.tensor([[False, True]]))
+    for t in (0.0, 3.0, 11.0):
+        rq = apply_rotary(q, *dec.rope(torch.tensor([[t]])))
+        score = (torch.cat([rq, q], -1) @ k.transpose(-1, -2))[0, :, 0]  # [H, 2]
+        plain_k, _ = attn.project_kv(both)
+        torch.testing.assert_close(score[:, 0], (q @ plain_k.transpose(-1, -2))[0, :, 0, 0], atol=1e-5, rtol=0)

@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 # Heavy modules (torch models, transformers) load on first use, so `import tokmusic` stays quick.
 _LAZY = {
-    "generate": ("tokmusic.pipeline", "generate"),
+    "generate": ("tokmusic.default", "generate"),
     "Pipeline": ("tokmusic.pipeline", "Pipeline"),
     "Music": ("tokmusic.music", "Music"),
     "testing": ("tokmusic.testing", None),

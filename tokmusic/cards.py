@@ -15,46 +15,45 @@ import json
 import os
 from pathlib import Path
 
-from .checkpoint import PipelineShape
+from .compatibility import PipelineShape
 from .errors import ConfigError
-from .stage import STAGES, StageConfig
+from .schema import INPUT_SWITCHES, PIPELINE_DECIDES, Field, card_fields, check, check_object
+from .stage import StageConfig
 
-# Card "model" keys that are not StageConfig fields: which optional inputs the stage reads.
-INPUT_SWITCHES = {"use_visual", "use_control"}
 DEFAULT_INPUTS = {"semantic": (True, True), "coarse": (True, False), "fine": (False, False)}
 
 
 def read_card(path: str | os.PathLike) -> dict:
-    """Read a stage card; ConfigError naming the file if it is not one."""
+    """Read a stage card; ConfigError naming the file and the key if it is not one (its "train" section too)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: stage card not found; pass a JSON file like stages/semantic-tiny.json")
     try:
         card = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(card, dict) or card.get("kind") not in STAGES or not isinstance(card.get("model"), dict):
-        raise ConfigError(f"{path}: a stage card is an object with 'kind' ({', '.join(STAGES)}) and 'model'")
-    unknown = sorted(set(card) - {"kind", "size", "model", "train", "description"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {unknown}; a card has kind, size, model, train")
+    if isinstance(card, dict) and isinstance(card.get("model"), dict):
+        clash = sorted(set(card["model"]) & set(PIPELINE_DECIDES))
+        if clash:
+            raise ConfigError(f"{path}: model keys {clash} come from the pipeline and cannot be set in a card")
+    check_object(card, card_fields(), str(path))
     return card
 
 
 def stage_config(card: dict, shape: PipelineShape, *, semantic_vocab: int | None = None,
                  semantic_rate: float | None = None, where: str = "stage card") -> StageConfig:
-    """The StageConfig of ``card`` for a pipeline of ``shape``.
+    """The StageConfig of ``card`` (as ``read_card`` returns it) for a pipeline of ``shape``.
 
     ``semantic_vocab`` / ``semantic_rate`` default to the pipeline's semantic tokenizer.
     """
     kind = card["kind"]
     model = dict(card["model"])
     default_visual, default_control = DEFAULT_INPUTS[kind]
-    use_visual = bool(model.pop("use_visual", default_visual))
-    use_control = bool(model.pop("use_control", default_control))
-    fixed = {"kind", "target_vocab", "target_codebooks", "target_rate", "visual_dim", "control_dim",
-             "source_vocab", "source_codebooks", "source_rate", "format_version"}
-    clash = sorted(set(model) & fixed)
+    use_visual = model.pop("use_visual", default_visual)
+    use_control = model.pop("use_control", default_control)
+    for name, value in zip(INPUT_SWITCHES, (use_visual, use_control)):
+        check(value, Field(bool), where, f"model.{name}")
+    clash = sorted(set(model) & set(PIPELINE_DECIDES))
     if clash:
         raise ConfigError(f"{where}: {clash} come from the pipeline and cannot be set in a card")
     semantic_vocab = shape.semantic_vocab if semantic_vocab is None else semantic_vocab
@@ -73,4 +72,4 @@ def stage_config(card: dict, shape: PipelineShape, *, semantic_vocab: int | None
     else:
         derived.update(target_vocab=shape.codebook_size, target_codebooks=shape.n_fine, target_rate=shape.frame_rate,
                        source_vocab=shape.codebook_size, source_codebooks=shape.n_coarse, source_rate=shape.frame_rate)
-    return StageConfig.from_dict({"kind": kind, **derived, **model}, where=where)
+    return StageConfig.from_dict({"kind": kind, **derived, **model}, where=where, key="model")

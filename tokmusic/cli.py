@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import ConfigError, TokmusicError
 
 AUDIO_SUFFIXES = (".wav", ".flac")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov", ".webm")  # what audio.mux writes
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +41,8 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from .pipeline import DEFAULT_PIPELINE_NOTE, generate
+    from .fileio import check_output
+    from .default import DEFAULT_PIPELINE_NOTE, generate
     from .video import probe
 
     video = Path(args.video)
@@ -51,6 +52,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         raise ConfigError(f"{out}: unsupported output type; use one of {', '.join(AUDIO_SUFFIXES + VIDEO_SUFFIXES)}")
     if out.resolve() == video.resolve():
         raise ConfigError(f"{out}: the output would overwrite the input video; choose another -o")
+    check_output(out, "output (-o)", AUDIO_SUFFIXES + VIDEO_SUFFIXES)  # now, not after minutes of generation
     sampling = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "cfg_scale") if getattr(args, k) is not None}
     probe(video)  # a bad video is reported before anything else
     if args.pipeline is None:

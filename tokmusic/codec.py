@@ -25,8 +25,9 @@ import torch
 from transformers import EncodecConfig, EncodecModel
 
 from .errors import CheckpointError, ConfigError
-from .fileio import check_keys
+from .fileio import fitting_pretrained
 from .hf_loading import loading, no_progress_bars
+from .schema import Registry, count, size
 
 CONFIG_TYPE = "encodec"
 # Output RMS of a normalising model's decode (-20 dBFS): leaves headroom for peaks.
@@ -242,9 +243,7 @@ class EncodecCodec:
     @classmethod
     def load(cls, directory: Path, config: dict) -> EncodecCodec:
         """Rebuild a codec saved by save() with the settings of to_config()."""
-        check_keys(config, _CONFIG_KEYS, f"{directory}: codec config")
-        if config.get("type") != CONFIG_TYPE:
-            raise ConfigError(f"{directory}: codec type {config.get('type')!r} is not {CONFIG_TYPE!r}")
+        REGISTRY.check(config, f"{directory}: codec config", expect=CONFIG_TYPE)
         codec = cls(
             _load_encodec(directory),
             config["n_coarse"],
@@ -261,32 +260,26 @@ class EncodecCodec:
         return codec
 
 
-_CONFIG_KEYS = {
-    "type",
-    "n_q",
-    "n_coarse",
-    "chunk_frames",
-    "context_frames",
-    "sample_rate",
-    "channels",
-    "hop_length",
-    "codebook_size",
-}
+# Codec configs by "type" (the codec entry of pipeline.json).
+REGISTRY = Registry("codec")
+REGISTRY.register(CONFIG_TYPE, EncodecCodec.load, {
+    "n_q": size(1024, null=True),  # null: as many as the largest bandwidth gives
+    "n_coarse": size(1024, required=True),
+    "chunk_frames": size(null=True),  # null: from the model's chunk length
+    "context_frames": count(null=True),
+    # what the saved model gives; compared with it when present
+    "sample_rate": size(), "channels": size(2), "hop_length": size(), "codebook_size": size(),
+})
 
 
-def from_config(config: dict, directory: Path | None) -> EncodecCodec:
-    """Dispatch on config["type"]: "encodec" loads from `directory` (needed)."""
-    kind = config.get("type")
-    if kind != CONFIG_TYPE:
-        raise ConfigError(f"codec config: unknown type {kind!r}; known: [{CONFIG_TYPE!r}]")
-    if directory is None:
-        raise ConfigError("codec config: an EnCodec codec needs the directory its weights were saved in")
-    return EncodecCodec.load(Path(directory), config)
+def from_config(config: dict, directory: Path | None, *, where: str | None = None, key: str = "") -> EncodecCodec:
+    """Rebuild a codec from to_config() output and the `directory` save() wrote; errors name `where` and `key`."""
+    return REGISTRY.load(config, directory, where=where, key=key)
 
 
 def _load_encodec(name_or_path: str | os.PathLike) -> EncodecModel:
     """EncodecModel from a local directory or hub id; pickles refused, failures as CheckpointError."""
-    with loading(name_or_path, "an EnCodec model") as source:
+    with loading(name_or_path, "an EnCodec model") as source, fitting_pretrained(EncodecModel, source):
         return EncodecModel.from_pretrained(source, use_safetensors=True)
 
 

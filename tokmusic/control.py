@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
 
 from .errors import CheckpointError, ConfigError
-from .fileio import check_keys
+from .fileio import fitting_pretrained
 from .resample import resample
 from .hf_loading import loading, no_progress_bars
+from .schema import Registry, size
 
 CONFIG_TYPE = "clap"
 # Audio windows embedded per forward pass: bounds memory on long music.
@@ -133,6 +134,43 @@ class ClapControl(ControlEmbedder):
         mean = torch.cat(embeddings).mean(0)
         return F.normalize(mean, dim=-1)
 
+    @torch.inference_mode()
+    def embed_audio_chunks(self, waveform: torch.Tensor, sample_rate: int, hop: float) -> torch.Tensor:
+        """Waveform [C, N] (or [N]) -> float32 [ceil(seconds / hop), dim]: one L2-normalised embedding per chunk.
+
+        Row i embeds the consecutive chunk [i * hop, (i + 1) * hop) seconds the way `embed_audio` embeds a whole
+        waveform (a chunk longer than the model's window is averaged over windows); the windows of all chunks go
+        through the model together, WINDOW_BATCH at a time. A last chunk cut short by the end of the audio is
+        taken from the audio's last `hop` seconds, so no row embeds a sliver.
+        """
+        if isinstance(hop, bool) or not isinstance(hop, (int, float)) or not 0 < hop < float("inf"):
+            raise ConfigError(f"embed_audio_chunks: hop must be a number of seconds > 0, got {hop!r}")
+        tensor = isinstance(waveform, torch.Tensor)
+        if not tensor or not torch.is_floating_point(waveform) or waveform.dim() not in (1, 2):
+            got = f"{waveform.dtype} {tuple(waveform.shape)}" if tensor else type(waveform).__name__
+            raise ConfigError(f"embed_audio_chunks: waveform must be a float tensor [C, N], got {got}")
+        if waveform.shape[-1] == 0:
+            raise ConfigError("embed_audio_chunks: waveform is empty (0 samples)")
+        if not bool(torch.isfinite(waveform).all()):
+            raise ConfigError("embed_audio_chunks: waveform holds NaN or infinite samples")
+        seconds = waveform.shape[-1] / sample_rate
+        count = max(1, int(-(-(seconds - 1e-6) // hop)))  # ceil, forgiving float error in seconds / hop
+        x = waveform.detach().float().cpu()
+        x = x.mean(0) if x.dim() == 2 else x
+        x = resample(x, sample_rate, self.sample_rate)  # x: [n] at the model's rate
+        size = max(1, round(hop * self.sample_rate))
+        windows, owner = [], []  # every chunk's windows, flattened; owner[j] = the chunk of window j
+        for i in range(count):
+            start = max(0, min(i * size, x.shape[0] - size))
+            for w in self._windows(x[start : start + size]):
+                windows.append(w.numpy().astype(np.float64))
+                owner.append(i)
+        embeddings = torch.cat([self._embed_windows(windows[i : i + WINDOW_BATCH])
+                                for i in range(0, len(windows), WINDOW_BATCH)])  # [windows, dim]
+        sums = torch.zeros(count, self.dim, device=embeddings.device)
+        sums.index_add_(0, torch.tensor(owner, device=embeddings.device), embeddings)
+        return F.normalize(sums, dim=-1)
+
     def _windows(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Evenly spaced full windows covering x [N]; x itself when it fits in one."""
         n = x.shape[0]
@@ -181,10 +219,13 @@ class ClapControl(ControlEmbedder):
     @classmethod
     def load(cls, directory: Path, config: dict) -> ClapControl:
         """Rebuild an embedder saved by save() with the settings of to_config()."""
-        check_keys(config, {"type", "dim", "sample_rate"}, f"{directory}: control config")
-        if config.get("type") != CONFIG_TYPE:
-            raise ConfigError(f"{directory}: control type {config.get('type')!r} is not {CONFIG_TYPE!r}")
-        control = cls(*_load_clap(directory))
+        REGISTRY.check(config, f"{directory}: control config", expect=CONFIG_TYPE)
+        model, processor = _load_clap(directory)
+        try:
+            control = cls(model, processor)
+        except (ValueError, TypeError) as exc:  # settings in the processor files that are not numbers
+            raise CheckpointError(f"{directory}: the CLAP files hold settings that do not work ({exc}); "
+                                  "save the embedder again") from None
         for key in ("dim", "sample_rate"):
             if key in config and config[key] != getattr(control, key):
                 raise CheckpointError(
@@ -194,20 +235,20 @@ class ClapControl(ControlEmbedder):
         return control
 
 
-def from_config(config: dict, directory: Path | None) -> ControlEmbedder:
-    """Dispatch on config["type"]: "clap" loads from `directory` (needed)."""
-    kind = config.get("type")
-    if kind != CONFIG_TYPE:
-        raise ConfigError(f"control config: unknown type {kind!r}; known: [{CONFIG_TYPE!r}]")
-    if directory is None:
-        raise ConfigError("control config: a CLAP embedder needs the directory its files were saved in")
-    return ClapControl.load(Path(directory), config)
+# Control configs by "type" (the control entry of pipeline.json); dim and sample_rate are compared with the files.
+REGISTRY = Registry("control")
+REGISTRY.register(CONFIG_TYPE, ClapControl.load, {"dim": size(), "sample_rate": size()})
+
+
+def from_config(config: dict, directory: Path | None, *, where: str | None = None, key: str = "") -> ControlEmbedder:
+    """Rebuild an embedder from to_config() output and the `directory` save() wrote; errors name `where` and `key`."""
+    return REGISTRY.load(config, directory, where=where, key=key)
 
 
 def _load_clap(name_or_path: str | os.PathLike) -> tuple[ClapModel, ClapProcessor]:
     """ClapModel + ClapProcessor from a local directory or hub id; pickles refused, failures as CheckpointError."""
     needs = "config.json, model.safetensors and the processor files (processor_config.json, tokenizer files)"
-    with loading(name_or_path, "a CLAP model", needs) as source:
+    with loading(name_or_path, "a CLAP model", needs) as source, fitting_pretrained(ClapModel, source):
         return ClapModel.from_pretrained(source, use_safetensors=True), ClapProcessor.from_pretrained(source)
 
 

@@ -4,6 +4,11 @@ Long-term: K frames sampled evenly over the whole video, the same for every wind
 the current window. Each is refined by a small transformer; the short-term tokens then attend to the long-term
 ones by cross-attention, and a linear projection brings them to the stage's model width. With the long-term
 branch switched off the module is a short-term refiner plus projection.
+
+Both branches run on one clock, the frames' times in the whole video. Every frame carries its time as
+features (sinusoids of its second in the video and of its fraction of the video's length, through one linear
+map shared by both branches), and cross-attention between the branches is rotary on those times, so a window
+sees the whole video *from where it stands*: the opening lies behind it, the climax ahead.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .transformer import Transformer, TransformerConfig
+from .transformer import Memory, Transformer, TransformerConfig
 
 
 @dataclass
@@ -33,8 +38,24 @@ class LSTConfig:
         return asdict(self)
 
 
+CLOCK_PERIODS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)  # seconds
+CLOCK_HARMONICS = 4  # of the fraction of the video
+CLOCK_FEATURES = 2 * (len(CLOCK_PERIODS) + CLOCK_HARMONICS)
+
+
+def clock_features(times: torch.Tensor, duration: torch.Tensor) -> torch.Tensor:
+    """Where each frame lies: ``times [B, T]`` seconds in a video of ``duration [B]`` seconds -> ``[B, T, F]``:
+    sines and cosines of the time over periods of 1 to 512 s, and of the fraction of the video."""
+    periods = torch.tensor(CLOCK_PERIODS, device=times.device)
+    seconds = times.float()[..., None] * (2 * torch.pi / periods)
+    fraction = (times.float() / duration.float().clamp_min(1e-3)[:, None]).clamp(0, 1)
+    harmonics = torch.arange(1, CLOCK_HARMONICS + 1, device=times.device)
+    turns = fraction[..., None] * (torch.pi * harmonics)
+    return torch.cat([seconds.sin(), seconds.cos(), turns.sin(), turns.cos()], -1)
+
+
 def sample_long_term(features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """K rows spread evenly over ``features [T, D]`` -> (``[K', D]``, their indices); K' = min(K, T)."""
+    """K rows spread evenly over ``features [T, D]`` -> (``[K', D]``, their indices ``[K']``); K' = min(K, T)."""
     t = features.shape[0]
     if t <= k:
         index = torch.arange(t)
@@ -46,9 +67,9 @@ def sample_long_term(features: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
 class LSTFusion(nn.Module):
     """Fuse short-term frames with long-term context.
 
-    forward(short ``[B, Ts, Dv]``, short_valid ``[B, Ts]``, long ``[B, Tl, Dv]``, long_valid ``[B, Tl]``)
-    -> ``[B, Ts, d_model]``. Short-term rotary positions are the frames' times in units of ``1 / rate``
-    seconds (relative positions only matter, so ``rate`` sets the resolution); long-term positions are indices.
+    forward(short ``[B, Ts, Dv]`` at short_times ``[B, Ts]``, short_valid ``[B, Ts]``, long ``[B, Tl, Dv]`` at
+    long_times ``[B, Tl]``, long_valid ``[B, Tl]``) -> ``[B, Ts, d_model]``. All times are seconds in the whole
+    video; rotary positions are those times in units of ``1 / rate`` seconds (``rate`` sets the resolution).
     """
 
     def __init__(self, visual_dim: int, d_model: int, cfg: LSTConfig, rate: float = 2.0):
@@ -60,9 +81,14 @@ class LSTFusion(nn.Module):
         self.short = Transformer(TransformerConfig(n_layers=cfg.short_layers, **block))
         if cfg.enabled:
             self.long_in = nn.Linear(visual_dim, cfg.width)
+            self.clock = nn.Linear(CLOCK_FEATURES, cfg.width)  # one clock for both branches
             self.long = Transformer(TransformerConfig(n_layers=cfg.long_layers, **block))
             self.fusion = Transformer(TransformerConfig(n_layers=cfg.fusion_layers, **block), cross=True)
         self.out = nn.Linear(cfg.width, d_model)
+
+    def _clock(self, times: torch.Tensor, duration: torch.Tensor) -> torch.Tensor:
+        # computed from float32 times, then cast: in bf16 the fine periods would be lost
+        return self.clock(clock_features(times, duration).to(self.clock.weight.dtype))
 
     def forward(
         self,
@@ -70,14 +96,20 @@ class LSTFusion(nn.Module):
         short_times: torch.Tensor,
         short_valid: torch.Tensor,
         long: torch.Tensor | None = None,
+        long_times: torch.Tensor | None = None,
         long_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        # short: [B, Ts, Dv] at short_times [B, Ts] seconds; long: [B, Tl, Dv]
-        s = self.short(self.short_in(short), short_times * self.rate, valid=short_valid)
-        if self.cfg.enabled:
-            if long is None or long_valid is None:
-                raise ValueError("LST fusion is enabled: long-term features are required")
-            long_pos = torch.arange(long.shape[1], device=long.device).expand(long.shape[0], -1)
-            l_ = self.long(self.long_in(long), long_pos, valid=long_valid)
-            s = self.fusion(s, short_times * self.rate, valid=short_valid, memory=l_, memory_valid=long_valid)
+        # short: [B, Ts, Dv] at short_times [B, Ts]; long: [B, Tl, Dv] at long_times [B, Tl] (seconds in the video)
+        short_pos = short_times.float() * self.rate
+        s = self.short_in(short)
+        if not self.cfg.enabled:
+            return self.out(self.short(s, short_pos, valid=short_valid))
+        if long is None or long_times is None or long_valid is None:
+            raise ValueError("LST fusion is enabled: long-term features, times and validity are required")
+        # the video's length: its last long-term frame (they are sampled over the whole video)
+        duration = torch.where(long_valid, long_times.float(), 0.0).amax(-1)
+        s = self.short(s + self._clock(short_times, duration), short_pos, valid=short_valid)
+        long_pos = long_times.float() * self.rate
+        l_ = self.long(self.long_in(long) + self._clock(long_times, duration), long_pos, valid=long_valid)
+        s = self.fusion(s, short_pos, valid=short_valid, memory=Memory(l_, long_valid, long_pos))
         return self.out(s)

@@ -67,6 +67,17 @@ class Pattern:
             self._layouts[timesteps] = self._timestep_at(timesteps)
         return self._layouts[timesteps]
 
+    def step_times(self, timesteps: int) -> torch.Tensor:
+        """Long ``[S]``: the timestep each step stands at, where its decoder query meets the encoder's memory.
+
+        It is the timestep of the step's reference codebook (the first of its group), continued through steps
+        that hold nothing, so that codebook k of a step is always the same number of timesteps from it.
+        """
+        return self._step_time(timesteps)
+
+    def _step_time(self, timesteps: int) -> torch.Tensor:
+        return torch.arange(self.num_steps(timesteps))
+
     def valid(self, timesteps: int) -> torch.Tensor:
         """Bool ``[K, S]``: True where step s holds a code of codebook k."""
         return self.layout(timesteps) >= 0
@@ -161,6 +172,9 @@ class FlattenPattern(Pattern):
         k = torch.arange(self.n_q).unsqueeze(1)
         return torch.where(steps.unsqueeze(0) % self.n_q == k, steps.unsqueeze(0) // self.n_q, -1)
 
+    def _step_time(self, timesteps: int) -> torch.Tensor:
+        return torch.arange(self.num_steps(timesteps)) // self.n_q
+
 
 class CoarseFirstPattern(Pattern):
     """The first ``n_coarse`` codebooks (delayed among themselves) over all T, then the rest (delayed likewise).
@@ -199,6 +213,11 @@ class CoarseFirstPattern(Pattern):
         t = steps.unsqueeze(0) - offset
         return torch.where((t >= 0) & (t < timesteps), t, torch.full_like(t, -1))
 
+    def _step_time(self, timesteps: int) -> torch.Tensor:
+        first, _ = self._halves(timesteps)
+        steps = torch.arange(self.num_steps(timesteps))
+        return torch.where(steps <= first, steps, steps - (first + 1))  # the fine half starts again at 0
+
 
 _CLASSES = {cls.name: cls for cls in (DelayPattern, ParallelPattern, FlattenPattern, CoarseFirstPattern)}
 
@@ -208,9 +227,11 @@ def get_pattern(name: str, n_q: int, **kwargs) -> Pattern:
 
     Keyword arguments: ``empty_id`` for all; ``delays`` for "delay"; ``n_coarse`` for "coarse_first".
     """
-    if name not in _CLASSES:
+    if not isinstance(name, str) or name not in _CLASSES:
         raise ConfigError(f"unknown codebook pattern {name!r}; choose one of {', '.join(PATTERNS)}")
+    if isinstance(n_q, bool) or not isinstance(n_q, int) or n_q < 1:
+        raise ConfigError(f"pattern {name!r}: n_q must be a positive integer (the number of codebooks), got {n_q!r}")
     try:
         return _CLASSES[name](n_q, **kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # keyword arguments of the wrong name or type
         raise ConfigError(f"pattern {name!r}: bad keyword arguments {sorted(kwargs)} ({exc})") from None

@@ -8,9 +8,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,17 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import PipelineShape, compatibility_problems, load_stage, read_stage_config, write_stage_files
+from .compatibility import PipelineShape, compatibility_problems
+from .stage_files import load_stage, read_stage_config, write_stage_files
 from .errors import CheckpointError, ConfigError, TokmusicError
-from .fileio import atomic_dir, check_replaceable, read_json, write_json
-from .lst_fusion import sample_long_term
+from .fileio import atomic_dir, check_output, check_replaceable, read_json, write_json
 from .music import Music
+from .schema import Field, check, check_generate_arguments, check_object, inside, pipeline_fields, shown
 from .sampling import SamplingParams
-from .sliding_window import generate_long, source_window, token_count, total_steps, visual_window
-from .stage import STAGES, Conditioning, Stage
+from .conditioning import Conditioning, Track, collate_inputs, window_inputs
+from .sliding_window import generate_long
+from .stage import STAGES, Stage
+from .windows import token_count, total_steps
 
 FORMAT_VERSION = 1
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "cfg_scale")
@@ -97,8 +100,10 @@ class Pipeline:
         The new stage must fit: its kind, codebook counts, vocabularies, rates and feature widths are checked
         against the codec, encoders and the neighbouring stages; a mismatch raises CheckpointError naming both.
         """
-        if name not in STAGES:
+        if not isinstance(name, str) or name not in STAGES:
             raise ConfigError(f"unknown stage name {name!r}; choose one of {', '.join(STAGES)}")
+        if not isinstance(stage, (Stage, str, os.PathLike)):
+            raise ConfigError(f"replace_stage: pass a stage directory or a tokmusic Stage, got {shown(stage)}")
         if isinstance(stage, Stage):
             self._check(name, stage.cfg, "the given stage")
             self.stages[name] = stage.eval()
@@ -110,6 +115,7 @@ class Pipeline:
     # -- storage ----------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write the pipeline to ``directory`` (replaced whole, atomically: an interrupted save leaves no half)."""
+        directory = check_output(directory, "pipeline directory", directory=True)
         check_replaceable(directory, "pipeline.json", "pipeline directory")
         parts: dict[str, Any] = {}
         with atomic_dir(directory) as tmp:
@@ -135,45 +141,59 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike) -> "Pipeline":
-        """Load a pipeline directory (or a hub id, when the network allows)."""
+        """Load a pipeline directory (or a hub id, when the network allows).
+
+        Every JSON file is checked key by key (``schema.py``) before any weights load, and every weights file
+        against its config; errors are CheckpointErrors naming the file and the key.
+        """
         directory = _resolve(name_or_path)
-        meta = read_json(directory / "pipeline.json", "pipeline description")
         where = directory / "pipeline.json"
-        if meta.get("format_version") != FORMAT_VERSION:
+        meta = read_json(where, "pipeline description")
+        if meta.get("format_version") != FORMAT_VERSION or isinstance(meta.get("format_version"), bool):
             raise CheckpointError(
-                f"{where}: format version {meta.get('format_version')!r}; this tokmusic {__version__} reads "
-                f"version {FORMAT_VERSION}. Upgrade tokmusic or re-save the pipeline"
+                f"{where}: format version {shown(meta.get('format_version'))} (format_version); this tokmusic "
+                f"{__version__} reads format version {FORMAT_VERSION}. Upgrade tokmusic or re-save the pipeline"
             )
         modules = _part_modules()
-        parts: dict[str, Any] = {}
-        for key, module in modules.items():
-            config = meta.get(key)
-            if config is None:
-                if key in ("visual", "codec"):
-                    raise CheckpointError(f"{where}: the {key!r} part is missing; the pipeline is incomplete")
-                parts[key] = None
-                continue
-            if not isinstance(config, dict) or "path" not in config:
-                raise CheckpointError(f"{where}: the {key!r} entry must be an object with a 'path'")
-            sub = directory / config["path"]
-            if not sub.is_dir():
-                raise CheckpointError(f"{sub}: directory of the {key!r} part is missing; the pipeline is incomplete")
-            config = {k: v for k, v in config.items() if k != "path"}
-            try:
-                parts[key] = module.from_config(config, sub)
-            except ConfigError as exc:
-                raise CheckpointError(f"{sub}: {exc}") from None
+        try:
+            check_object(meta, pipeline_fields(), str(where))
+            parts: dict[str, Any] = dict.fromkeys(modules)
+            entries = {}  # part -> (its config, its directory)
+            for key, module in modules.items():
+                if meta.get(key) is None:
+                    continue
+                config = {k: v for k, v in meta[key].items() if k != "path"}
+                check(meta[key].get("path"), Field(str), str(where), f"{key}.path")
+                module.REGISTRY.check(config, str(where), key)
+                sub = inside(directory, meta[key]["path"], str(where), f"{key}.path")
+                if not sub.is_dir():
+                    raise CheckpointError(f"{sub}: directory of the {key!r} part ({where}: {key}.path) is missing; "
+                                          "the pipeline is incomplete")
+                entries[key] = (config, sub)
+            stage_dirs = {name: inside(directory, meta["stages"][name], str(where), f"stages.{name}")
+                          for name in STAGES}
+            configs = {name: read_stage_config(stage_dirs[name]) for name in STAGES}
+            # every file checked: now the parts load
+            for key, (config, sub) in entries.items():
+                parts[key] = modules[key].from_config(config, sub, where=str(where), key=key)
+        except ConfigError as exc:
+            raise CheckpointError(str(exc)) from None
         if meta.get("sample_rate") not in (None, parts["codec"].sample_rate):
             raise CheckpointError(
                 f"{where}: sample_rate {meta['sample_rate']} but the codec in {directory / 'codec'} runs at "
                 f"{parts['codec'].sample_rate} Hz; the codec was swapped without re-saving the pipeline"
             )
-        stage_dirs = meta.get("stages") or {}
-        stages = {}
-        for name in STAGES:
-            if name not in stage_dirs:
-                raise CheckpointError(f"{where}: no {name!r} stage listed; the pipeline is incomplete")
-            stages[name] = load_stage(directory / stage_dirs[name], kind=name)
+        shape = PipelineShape.of(parts["visual"], parts["codec"], parts["control"], parts["semantic_tokenizer"])
+        for name, cfg in configs.items():
+            if cfg.kind != name:
+                raise CheckpointError(f"{stage_dirs[name]}: holds a {cfg.kind!r} stage where a {name!r} stage is "
+                                      f"needed ({where}: stages.{name})")
+        for name, cfg in configs.items():
+            problems = compatibility_problems(name, cfg, shape, {k: c for k, c in configs.items() if k != name})
+            if problems:
+                raise CheckpointError(f"{stage_dirs[name] / 'config.json'} cannot be the {name!r} stage of this "
+                                      "pipeline: " + "; ".join(problems))
+        stages = {name: load_stage(stage_dirs[name], kind=name, cfg=configs[name]) for name in STAGES}
         try:
             return cls(visual_encoder=parts["visual"], codec=parts["codec"], control=parts["control"],
                        semantic_tokenizer=parts["semantic_tokenizer"], stages=stages, fps=meta.get("fps", 2.0))
@@ -206,63 +226,50 @@ class Pipeline:
         ``temperature``, ``top_k``, ``top_p``, ``cfg_scale`` — take one value for every stage or a dict per stage,
         e.g. ``temperature={"fine": 0.3}``. The same ``seed`` gives the same music.
         """
+        tokens = self.generate_tokens(video, prompt, seed=seed, seconds=seconds, progress=progress, **sampling)
+        with torch.inference_mode():
+            waveform = self.codec.decode(torch.cat([tokens["coarse"], tokens["fine"]], 0))
+        samples = round(tokens["duration"] * self.sample_rate)
+        # a clone made outside inference mode is an ordinary tensor: callers may modify it in place
+        return Music(waveform[:, :samples].float().cpu().clone(), self.sample_rate)
+
+    def generate_tokens(self, video: str | os.PathLike, prompt: str | None = None, *, seed: int | None = None,
+                        seconds: float | None = None, progress: bool = True, **sampling) -> dict:
+        """The tokens ``generate`` decodes: {"semantic": Long ``[1, T_s]``, "coarse": Long ``[N_c, T_a]``,
+        "fine": Long ``[N_f, T_a]``, "duration": seconds covered}. Same arguments as ``generate``."""
         from .video import probe
         from .visual_encoders import extract_features
 
+        check_generate_arguments(prompt=prompt, seed=seed, seconds=seconds, progress=progress)
         params = self._sampling(sampling)
-        if seconds is not None and not seconds > 0:
-            raise ConfigError(f"seconds must be > 0, got {seconds}")
         control = self._embed_prompt(prompt)
         info = probe(video)
         duration = info.duration if seconds is None else min(float(seconds), info.duration)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**62):
-            raise ConfigError(f"seed must be an integer in [0, 2**62), got {seed!r}")
         seed = random.randrange(2**62) if seed is None else seed
 
         with torch.inference_mode():
             feats = extract_features(video, self.visual_encoder, self.fps, seconds=duration, progress=progress)
-            features, times = feats.features.float().cpu(), feats.timestamps
-
-            def conditions(stage: Stage, tokens: torch.Tensor | None = None, rate: float = 0.0):
-                """The stage's inputs for the window t0..t1; ``tokens`` at ``rate``/s are its source."""
-                cfg = stage.cfg
-                weight = stage.segment.weight
-                if cfg.visual_dim:
-                    long, _ = sample_long_term(features, cfg.lst.long_frames)  # fixed for the whole video
-                    long_valid = torch.ones(1, long.shape[0], dtype=torch.bool)
-
-                def condition(t0: float, t1: float) -> Conditioning:
-                    cond = Conditioning()
-                    if cfg.visual_dim:
-                        short, short_times = visual_window(features, times, t0, t1)
-                        cond.visual, cond.visual_times = short[None], short_times[None]
-                        cond.visual_valid = torch.ones(1, short.shape[0], dtype=torch.bool)
-                        cond.long, cond.long_valid = long[None], long_valid
-                    if cfg.control_dim and control is not None:
-                        cond.control, cond.control_valid = control, torch.ones(1, dtype=torch.bool)
-                    if cfg.source_vocab:
-                        src, start = source_window(tokens, rate, t0, t1)
-                        cond.source, cond.source_start = src[None], torch.tensor([start])
-                        cond.source_valid = torch.ones(1, src.shape[-1], dtype=torch.bool)
-                    return cond.to(weight.device, weight.dtype)
-                return condition
-
-            def run(name: str, condition) -> torch.Tensor:
+            video_track = dict(features=feats.features.float().cpu(), times=feats.timestamps.float(),
+                               control=control)
+            tokens: dict = {"duration": duration}
+            source, source_rate = None, 0.0
+            for name in STAGES:
                 stage = self.stages[name]
-                # one generator per stage, on the stage's device (sampling draws there)
-                generator = torch.Generator(stage.segment.weight.device).manual_seed(seed + STAGES.index(name))
+                track = Track(**video_track, source=source, source_rate=source_rate)
+                weight = stage.segment.weight
+
+                def condition(t0: float, t1: float, stage=stage, track=track, weight=weight) -> Conditioning:
+                    inputs = collate_inputs([window_inputs(stage.cfg, track, t0, t1)])
+                    return Conditioning(**inputs).to(weight.device, weight.dtype)
+
+                generator = torch.Generator(weight.device).manual_seed(stage_seed(seed, name))
                 total = token_count(duration, stage.cfg.target_rate)
                 with tqdm(total=total_steps(stage, total), desc=name, unit="step", disable=not progress,
                           leave=False) as bar:
-                    return generate_long(stage, total, condition, params[name], generator, bar.update)
-
-            semantic = run("semantic", conditions(self.stages["semantic"]))
-            coarse = run("coarse", conditions(self.stages["coarse"], semantic, self.stages["semantic"].cfg.target_rate))
-            fine = run("fine", conditions(self.stages["fine"], coarse, self.codec.frame_rate))
-            waveform = self.codec.decode(torch.cat([coarse, fine], 0))
-        samples = round(duration * self.sample_rate)
-        waveform = waveform[:, :samples].float().cpu().contiguous()
-        return Music(waveform, self.sample_rate)
+                    tokens[name] = generate_long(stage, total, condition, params[name], generator, bar.update)
+                # the next stage reads this one's output: semantic -> coarse, coarse -> fine
+                source, source_rate = tokens[name], stage.cfg.target_rate
+        return tokens
 
     def _embed_prompt(self, prompt: str | None) -> torch.Tensor | None:
         if prompt is None:
@@ -275,7 +282,16 @@ class Pipeline:
             return self.control.embed_text([prompt])
 
 
+def stage_seed(seed: int, name: str) -> int:
+    """The seed of stage ``name``'s sampling for a generation seeded ``seed``: independent streams per stage
+    (``seed + index`` would make seed 1's coarse stream seed 2's semantic stream)."""
+    digest = hashlib.sha256(f"tokmusic:{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 def _resolve(name_or_path: str | os.PathLike) -> Path:
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
+        raise ConfigError(f"pass a pipeline directory (or hub id) as a string or path, got {shown(name_or_path)}")
     path = Path(name_or_path)
     if path.is_dir():
         return path
@@ -295,46 +311,4 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
     raise CheckpointError(f"{path}: pipeline directory not found; pass the path of a saved pipeline directory")
 
 
-_DEFAULT: Pipeline | None = None
-DEFAULT_PIPELINE_NOTE = (
-    "no trained default pipeline is bundled yet: using tokmusic.testing.tiny_pipeline() (random weights, "
-    "noise-like music); pass a trained pipeline directory for real music"
-)
-
-
-def default_pipeline() -> Pipeline:
-    """The bundled default pipeline.
-
-    No trained bundle ships yet, so this is ``tokmusic.testing.tiny_pipeline()``: random weights, real
-    components. Its music is noise-like; it exercises the whole path end to end.
-    """
-    global _DEFAULT
-    if _DEFAULT is None:
-        from .testing import tiny_pipeline
-
-        warnings.warn(DEFAULT_PIPELINE_NOTE, stacklevel=3)
-        _DEFAULT = tiny_pipeline(seed=0)
-    return _DEFAULT
-
-
-def generate(video: str | os.PathLike, prompt: str | None = None, *, pipeline=None, seed: int | None = None,
-             seconds: float | None = None, progress: bool = True, **sampling) -> Music:
-    """Music for ``video``: see ``Pipeline.generate``. ``pipeline``: None (the default pipeline), a directory
-    path, or a ``Pipeline``."""
-    from .video import probe
-
-    if seconds is not None and not seconds > 0:
-        raise ConfigError(f"seconds must be > 0, got {seconds}")
-    probe(video)  # a bad video fails before any model loads
-    if pipeline is None:
-        pipe = default_pipeline()
-    elif isinstance(pipeline, Pipeline):
-        pipe = pipeline
-    elif isinstance(pipeline, (str, os.PathLike)):
-        pipe = Pipeline.from_pretrained(pipeline)
-    else:
-        raise ConfigError(f"pipeline must be None, a directory path or a tokmusic.Pipeline, not {type(pipeline).__name__}")
-    return pipe.generate(video, prompt, seed=seed, seconds=seconds, progress=progress, **sampling)
-
-
-__all__ = ["Pipeline", "generate", "default_pipeline", "TokmusicError"]
+__all__ = ["Pipeline", "TokmusicError"]

@@ -25,9 +25,10 @@ import torch
 from transformers import AutoModel, PreTrainedModel
 
 from .errors import CheckpointError, ConfigError
-from .fileio import check_keys, load_tensors, save_tensors
+from .fileio import check_keys, fitting_pretrained, load_tensors, save_tensors
 from .resample import resample
 from .hf_loading import loading, no_progress_bars
+from .schema import Field, Registry, count, number, positive, size
 
 CONFIG_TYPE = "ssl_kmeans"
 CENTROIDS_FILE = "centroids.safetensors"
@@ -245,12 +246,7 @@ class SemanticTokenizer:
     def load(cls, directory: Path, config: dict) -> SemanticTokenizer:
         """Rebuild a tokenizer saved by save() with the settings of to_config()."""
         directory = Path(directory)
-        check_keys(config, _CONFIG_KEYS, f"{directory}: semantic tokenizer config")
-        if config.get("type") != CONFIG_TYPE:
-            raise ConfigError(f"{directory}: semantic tokenizer type {config.get('type')!r} is not {CONFIG_TYPE!r}")
-        for key in ("layer", "sample_rate"):
-            if key not in config:
-                raise ConfigError(f"{directory}: semantic tokenizer config lacks {key!r}")
+        REGISTRY.check(config, f"{directory}: semantic tokenizer config", expect=CONFIG_TYPE)
         model_dir = directory / MODEL_DIR
         if not model_dir.is_dir():
             raise CheckpointError(f"{model_dir}: the model directory is missing; save the tokenizer again")
@@ -280,22 +276,24 @@ class SemanticTokenizer:
         return tokenizer
 
 
-_CONFIG_KEYS = {"type", "layer", "sample_rate", "normalize", "chunk_seconds", "context_seconds", "vocab_size", "dim"}
+# Semantic tokenizer configs by "type" (the semantic_tokenizer entry of pipeline.json).
+REGISTRY = Registry("semantic tokenizer")
+REGISTRY.register(CONFIG_TYPE, SemanticTokenizer.load, {
+    "layer": count(required=True), "sample_rate": size(required=True), "normalize": Field(bool),
+    "chunk_seconds": positive(), "context_seconds": number(0),
+    # what the saved centroids give; compared with them when present (vocab_size 0: no centroids yet)
+    "vocab_size": count(), "dim": size(),
+})
 
 
-def from_config(config: dict, directory: Path | None) -> SemanticTokenizer:
-    """Dispatch on config["type"]: "ssl_kmeans" loads from `directory` (needed)."""
-    kind = config.get("type")
-    if kind != CONFIG_TYPE:
-        raise ConfigError(f"semantic tokenizer config: unknown type {kind!r}; known: [{CONFIG_TYPE!r}]")
-    if directory is None:
-        raise ConfigError("semantic tokenizer config: needs the directory its model was saved in")
-    return SemanticTokenizer.load(Path(directory), config)
+def from_config(config: dict, directory: Path | None, *, where: str | None = None, key: str = "") -> SemanticTokenizer:
+    """Rebuild a tokenizer from to_config() output and the `directory` save() wrote; errors name `where` and `key`."""
+    return REGISTRY.load(config, directory, where=where, key=key)
 
 
 def _load_model(name_or_path: str | os.PathLike) -> PreTrainedModel:
     """AutoModel from a local directory or hub id; pickles refused, failures as CheckpointError."""
-    with loading(name_or_path, "an audio model") as source:
+    with loading(name_or_path, "an audio model") as source, fitting_pretrained(AutoModel, source):
         return AutoModel.from_pretrained(source, use_safetensors=True)
 
 

@@ -5,26 +5,31 @@
     fine     : encoder(coarse codes)                   -> decoder -> fine codes     [N_f, T_a]
 
 The encoder's inputs are segments laid end to end, each with a learned segment embedding; rotary positions
-along the encoder are *times* (seconds * ``target_rate``), so a frame and a token at the same instant sit at the
-same position. The decoder predicts the target codes in a codebook pattern (``patterns.py``), all codebooks of
-a step at once.
+along the encoder are *times* (seconds from the window's start * ``target_rate``), so a frame and a token at the
+same instant sit at the same position. The decoder predicts the target codes in a codebook pattern
+(``patterns.py``), all codebooks of a step at once; in cross-attention each step's query stands at its
+timestep (``Pattern.step_times``) and meets the memory on the same clock, so output at time t lines up with
+input at time t for every pattern, window and rate. The control token has no time.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conditioning import Conditioning
 from .errors import ConfigError
 from .lst_fusion import LSTConfig, LSTFusion
 from .patterns import get_pattern
+from .schema import check_stage_config
 from .sampling import SamplingParams, guide, sample
-from .transformer import Transformer, TransformerConfig
+from .transformer import Memory, Transformer, TransformerConfig
+from .windows import token_count
 
 STAGES = ("semantic", "coarse", "fine")
 FORMAT_VERSION = 1
@@ -104,22 +109,21 @@ class StageConfig:
         self.validate()
 
     def validate(self) -> None:
+        """ConfigError unless every field has its type and range (``schema.py``) and the fields agree."""
         where = f"stage {self.kind!r}"
+        check_stage_config(asdict(self), where)
         if self.kind not in STAGES:
             raise ConfigError(f"stage kind must be one of {STAGES}, got {self.kind!r}")
         if self.format_version != FORMAT_VERSION:
-            raise ConfigError(f"{where}: format version {self.format_version}, this tokmusic reads {FORMAT_VERSION}")
-        positive = ("target_vocab", "target_codebooks", "d_model", "n_heads", "encoder_layers", "decoder_layers", "d_ff")
-        for name in positive:
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"{where}: {name} must be a positive integer, got {getattr(self, name)!r}")
+            raise ConfigError(f"{where}: format_version is {self.format_version}; this tokmusic reads stage format "
+                              f"version {FORMAT_VERSION}")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             raise ConfigError(f"{where}: d_model={self.d_model} must split into n_heads={self.n_heads} even-width heads")
         if self.target_rate <= 0:
             raise ConfigError(f"{where}: target_rate must be > 0, got {self.target_rate}")
         if not 0 <= self.overlap < self.window:
             raise ConfigError(f"{where}: need 0 <= overlap < window, got window={self.window}, overlap={self.overlap}")
-        if round(self.window * self.target_rate) - round(self.overlap * self.target_rate) < 1:
+        if token_count(self.window, self.target_rate) - round(self.overlap * self.target_rate) < 1:
             raise ConfigError(f"{where}: window - overlap must hold at least one token at {self.target_rate}/s")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.control_dropout <= 1.0:
             raise ConfigError(f"{where}: dropout and control_dropout must be probabilities")
@@ -127,8 +131,9 @@ class StageConfig:
             raise ConfigError(f"{where}: source_rate must be > 0 when source_vocab is set")
         if not (self.visual_dim or self.control_dim or self.source_vocab):
             raise ConfigError(f"{where}: needs at least one input (visual_dim, control_dim or source_vocab)")
-        if self.visual_dim and self.lst.width % self.lst.n_heads:
-            raise ConfigError(f"{where}: lst.width={self.lst.width} must split into lst.n_heads={self.lst.n_heads}")
+        if self.visual_dim and (self.lst.width % self.lst.n_heads or (self.lst.width // self.lst.n_heads) % 2):
+            raise ConfigError(f"{where}: lst.width={self.lst.width} must split into lst.n_heads={self.lst.n_heads} "
+                              "even-width heads")
         if self.kind == "semantic" and self.target_codebooks != 1:
             raise ConfigError(f"{where}: semantic tokens are one stream; target_codebooks must be 1")
         if self.kind == "fine" and not self.source_vocab:
@@ -140,59 +145,16 @@ class StageConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "stage config") -> "StageConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}")
+    def from_dict(cls, data: dict, where: str = "stage config", key: str = "") -> "StageConfig":
+        """The StageConfig of a JSON object; ConfigError naming ``where`` (a file) and the key (under ``key``)."""
+        check_stage_config(data, where, key)
         try:
             return cls(**data)
-        except TypeError as exc:
+        except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(self.temperature, self.top_k, self.top_p, self.cfg_scale)
-
-
-@dataclass
-class Conditioning:
-    """A batch of stage inputs (fields a stage does not use stay None).
-
-    visual ``[B, Tv, Dv]`` at visual_times ``[B, Tv]`` seconds from the window start, visual_valid ``[B, Tv]``;
-    long ``[B, Tl, Dv]``, long_valid ``[B, Tl]``; control ``[B, Dc]``, control_valid ``[B]`` (False -> null token);
-    source Long ``[B, Ks, Ts]``, source_valid ``[B, Ts]``, source_start ``[B]`` seconds from the window start to
-    the first source token (None: 0).
-    """
-
-    visual: torch.Tensor | None = None
-    visual_times: torch.Tensor | None = None
-    visual_valid: torch.Tensor | None = None
-    long: torch.Tensor | None = None
-    long_valid: torch.Tensor | None = None
-    control: torch.Tensor | None = None
-    control_valid: torch.Tensor | None = None
-    source: torch.Tensor | None = None
-    source_valid: torch.Tensor | None = None
-    source_start: torch.Tensor | None = None
-
-    def batch_size(self) -> int:
-        for value in (self.visual, self.source, self.control):
-            if value is not None:
-                return value.shape[0]
-        raise ValueError("empty conditioning")
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Conditioning":
-        """Move every tensor to ``device``; floating-point ones are also cast to ``dtype`` when given."""
-        def move(name: str, v: torch.Tensor | None):
-            if v is None:
-                return None
-            # times stay float32: in bf16, 9.96 s rounds to 9.9375 s and frames land on the wrong positions
-            cast = dtype is not None and v.is_floating_point() and name not in ("visual_times", "source_start")
-            return v.to(device, dtype) if cast else v.to(device)
-        return Conditioning(**{k: move(k, v) for k, v in vars(self).items()})
-
-    def repeat(self, n: int) -> "Conditioning":
-        return Conditioning(**{k: None if v is None else v.repeat_interleave(n, 0) for k, v in vars(self).items()})
 
 
 class Stage(nn.Module):
@@ -219,8 +181,9 @@ class Stage(nn.Module):
         self.head = nn.Linear(d, k * v)
 
     # -- encoder --------------------------------------------------------------------------------------------
-    def encode(self, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
-        """Conditioning -> memory ``[B, M, D]`` and its validity ``[B, M]``."""
+    def encode(self, cond: Conditioning) -> Memory:
+        """Conditioning -> the decoder's memory: states ``[B, M, D]``, validity ``[B, M]`` and positions ``[B, M]``
+        (times in target timesteps from the window's start; NaN for the timeless control token)."""
         cfg = self.cfg
         b = cond.batch_size()
         device = self.segment.weight.device
@@ -233,14 +196,17 @@ class Stage(nn.Module):
                 present = torch.ones(b, dtype=torch.bool, device=device) if cond.control_valid is None else cond.control_valid
                 token = torch.where(present[:, None], self.control_proj(cond.control), null)
             parts.append(token[:, None])
-            positions.append(torch.full((b, 1), -1.0, device=device))
+            positions.append(torch.full((b, 1), float("nan"), device=device))
             valids.append(torch.ones(b, 1, dtype=torch.bool, device=device))
             kinds.append(_CONTROL)
         if cfg.visual_dim:
             if cond.visual is None:
                 raise ValueError(f"stage {cfg.kind!r} needs visual features")
-            parts.append(self.lst(cond.visual, cond.visual_times, cond.visual_valid, cond.long, cond.long_valid))
-            positions.append(cond.visual_times.float() * cfg.target_rate)
+            start = torch.zeros(b, device=device) if cond.window_start is None else cond.window_start.float()
+            times = cond.visual_times.float()
+            parts.append(self.lst(cond.visual, times + start[:, None], cond.visual_valid,
+                                  cond.long, cond.long_times, cond.long_valid))
+            positions.append(times * cfg.target_rate)
             valids.append(cond.visual_valid)
             kinds.append(_VISUAL)
         if cfg.source_vocab:
@@ -256,7 +222,9 @@ class Stage(nn.Module):
             kinds.append(_SOURCE)
         parts = [p + self.segment.weight[kind] for p, kind in zip(parts, kinds)]
         x, pos, valid = torch.cat(parts, 1), torch.cat(positions, 1), torch.cat(valids, 1)
-        return self.encoder(x, pos, valid=valid), valid
+        # the encoder's self-attention has no timeless slot: the control token sits just before the window
+        x = self.encoder(x, pos.nan_to_num(-1.0), valid=valid)
+        return Memory(x, valid, pos)
 
     # -- decoder --------------------------------------------------------------------------------------------
     def embed_targets(self, column: torch.Tensor) -> torch.Tensor:
@@ -270,11 +238,13 @@ class Stage(nn.Module):
 
     def forward(self, cond: Conditioning, target: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits in pattern order: target ``[B, K, T]`` -> ``[B, K, S, V]``."""
-        memory, memory_valid = self.encode(cond)
+        memory = self.encode(cond)
         seq = self.pattern.build(target)  # [B, K, S]
         inputs = torch.cat([torch.full_like(seq[..., :1], self.cfg.target_vocab), seq[..., :-1]], -1)
-        positions = torch.arange(seq.shape[-1], device=seq.device).expand(seq.shape[0], -1)
-        h = self.decoder(self.embed_targets(inputs), positions, causal=True, memory=memory, memory_valid=memory_valid)
+        b, s = seq.shape[0], seq.shape[-1]
+        positions = torch.arange(s, device=seq.device).expand(b, -1)
+        times = self.pattern.step_times(target.shape[-1]).to(seq.device).expand(b, -1)
+        h = self.decoder(self.embed_targets(inputs), positions, causal=True, memory=memory, cross_positions=times)
         return self.logits_of(h)
 
     def loss(self, cond: Conditioning, target: torch.Tensor, target_valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -298,7 +268,6 @@ class Stage(nn.Module):
         return F.cross_entropy(logits[mask], labels[mask])
 
     # -- generation -----------------------------------------------------------------------------------------
-    @torch.inference_mode()
     def generate(
         self,
         cond: Conditioning,
@@ -312,26 +281,36 @@ class Stage(nn.Module):
 
         prompt Long ``[K, P]`` fixes the first P timesteps (the overlap with the previous window). With
         ``params.cfg_scale != 1`` and a control input present, logits are guided against the null control.
-        ``on_step(n)`` is told of every n pattern steps done.
+        ``on_step(n)`` is told of every n pattern steps done. Runs in eval mode (no dropout) whatever the
+        stage's mode, and restores it.
         """
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                return self._generate(cond, timesteps, prompt, params or self.cfg.sampling(), generator, on_step)
+        finally:
+            self.train(was_training)
+
+    def _generate(self, cond, timesteps, prompt, params, generator, on_step) -> torch.Tensor:
         cfg = self.cfg
-        params = params or cfg.sampling()
         k_, v_ = cfg.target_codebooks, cfg.target_vocab
         guided = bool(cfg.control_dim) and cond.control is not None and params.cfg_scale != 1.0
         if guided:
             cond = cond.repeat(2)
             cond.control_valid = torch.tensor([True, False], device=cond.control.device)
-        memory, memory_valid = self.encode(cond)
+        memory = self.encode(cond)
+        device = memory.x.device
 
-        layout = self.pattern.layout(timesteps).to(memory.device)  # [K, S]
+        layout = self.pattern.layout(timesteps)  # [K, S]
         steps = layout.shape[1]
-        known = torch.full((k_, timesteps), -1, dtype=torch.long, device=memory.device)
+        known = torch.full((k_, timesteps), -1, dtype=torch.long)
         if prompt is not None and prompt.shape[-1]:
-            known[:, : prompt.shape[-1]] = prompt[:, :timesteps]
+            known[:, : prompt.shape[-1]] = prompt[:, :timesteps].cpu()
         valid = layout >= 0
         seq = torch.where(valid, known.gather(1, layout.clamp(min=0)), torch.full_like(layout, -1))
-        todo = valid & (seq < 0)  # positions to sample
-        seq = torch.where(valid, seq, torch.full_like(seq, v_))  # empty id where the pattern holds nothing
+        todo = valid & (seq < 0)  # positions to sample (decided on the host, once)
+        seq = torch.where(valid, seq, torch.full_like(seq, v_)).to(device)  # empty id where nothing is held
         need = todo.any(0)
         if not need.any():
             if on_step is not None:
@@ -341,21 +320,25 @@ class Stage(nn.Module):
         if on_step is not None:
             on_step(first)
 
-        rows = memory.shape[0]
-        state = self.decoder.start(memory, memory_valid, max_len=steps)
+        rows = memory.x.shape[0]
+        times = self.pattern.step_times(timesteps).to(device).float()  # [S] where each step meets the memory
+        state = self.decoder.start(memory, max_len=steps)
         inputs = torch.cat([torch.full_like(seq[:, :1], v_), seq[:, :first]], -1)  # columns feeding steps 0..first
-        positions = torch.arange(first + 1, device=memory.device).expand(rows, -1)
-        h = self.decoder.step(self.embed_targets(inputs[None].expand(rows, -1, -1)), positions, state)[:, -1:]
-        with decode_threads(cfg.d_model, memory.device):
+        positions = torch.arange(first + 1, device=device).expand(rows, -1)
+        h = self.decoder.step(self.embed_targets(inputs[None].expand(rows, -1, -1)), positions, state,
+                              times[: first + 1].expand(rows, -1))[:, -1:]
+        with decode_threads(cfg.d_model, device):
             for s in range(first, steps):
-                if todo[:, s].any():
-                    logits = self.logits_of(h)[:, :, 0]  # [rows, K, V]
+                ks = todo[:, s].nonzero().squeeze(1)
+                if len(ks):
+                    logits = self.logits_of(h)[:, :, 0].float()  # [rows, K, V]; guidance mixes in float32
                     logits = guide(logits[0], logits[1], params.cfg_scale) if guided else logits[0]
-                    ks = todo[:, s].nonzero().squeeze(1)
+                    ks = ks.to(device)
                     seq[ks, s] = sample(logits[ks], params, generator)
                 if on_step is not None:
                     on_step(1)
                 if s + 1 < steps:
                     column = seq[:, s].view(1, k_, 1).expand(rows, -1, -1)
-                    h = self.decoder.step(self.embed_targets(column), torch.full((rows, 1), s + 1, device=memory.device), state)
+                    h = self.decoder.step(self.embed_targets(column), torch.full((rows, 1), s + 1, device=device),
+                                          state, times[s + 1].expand(rows, 1))
         return self.pattern.revert(seq[None])[0]

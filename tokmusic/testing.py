@@ -9,22 +9,26 @@ LST fusion, the three stages with their KV caches and patterns, sliding windows,
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from .cards import stage_config
+from .cards import read_card, stage_config
+from .errors import ConfigError
 from .pipeline import Pipeline
 from .stage import Stage
 
-# The "model" section of stages/<kind>-tiny.json (tests check that the files agree).
-TINY_MODEL = {
-    "semantic": {"d_model": 32, "n_heads": 2, "encoder_layers": 2, "decoder_layers": 2, "d_ff": 64,
-                 "dropout": 0.0, "lst": {"width": 32, "n_heads": 2, "short_layers": 1, "long_layers": 1,
-                                         "fusion_layers": 1, "long_frames": 8}},
-    "coarse": {"d_model": 32, "n_heads": 2, "encoder_layers": 2, "decoder_layers": 2, "d_ff": 64,
-               "dropout": 0.0, "lst": {"width": 32, "n_heads": 2, "short_layers": 1, "long_layers": 1,
-                                       "fusion_layers": 1, "long_frames": 8}},
-    "fine": {"d_model": 32, "n_heads": 2, "encoder_layers": 1, "decoder_layers": 2, "d_ff": 64, "dropout": 0.0},
-}
+# The tiny stage cards of the repository: the tiny pipeline's stages are built from these very files.
+STAGES_DIR = Path(__file__).resolve().parents[1] / "stages"
+
+
+def tiny_card(kind: str) -> dict:
+    """``stages/<kind>-tiny.json`` of the repository tokmusic was installed from (``pip install -e .``)."""
+    path = STAGES_DIR / f"{kind}-tiny.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: the tiny stage card is missing; tokmusic.testing builds its stages from the "
+                          "repository's stages/ folder, so install tokmusic from a checkout with `pip install -e .`")
+    return read_card(path)
 
 
 def tiny_parts(seed: int = 0) -> dict:
@@ -44,11 +48,12 @@ def tiny_parts(seed: int = 0) -> dict:
 
 def tiny_stage(kind: str, pipeline_parts: dict, seed: int = 0, **overrides) -> Stage:
     """A random tiny stage of ``kind`` that fits ``pipeline_parts``; ``overrides`` change card "model" keys."""
-    from .checkpoint import PipelineShape
+    from .compatibility import PipelineShape
 
     shape = PipelineShape.of(pipeline_parts["visual_encoder"], pipeline_parts["codec"],
                              pipeline_parts.get("control"), pipeline_parts["semantic_tokenizer"])
-    cfg = stage_config({"kind": kind, "model": {**TINY_MODEL[kind], **overrides}}, shape)
+    card = tiny_card(kind)
+    cfg = stage_config({**card, "model": {**card["model"], **overrides}}, shape, where=str(STAGES_DIR / kind))
     with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's random state
         torch.manual_seed(seed)
         return Stage(cfg).eval()
@@ -62,4 +67,4 @@ def tiny_pipeline(seed: int = 0, **stage_overrides) -> Pipeline:
     return Pipeline(stages=stages, fps=2.0, **parts)
 
 
-__all__ = ["TINY_MODEL", "tiny_parts", "tiny_stage", "tiny_pipeline"]
+__all__ = ["tiny_card", "tiny_parts", "tiny_stage", "tiny_pipeline"]

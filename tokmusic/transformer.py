@@ -1,5 +1,9 @@
 """The one transformer core behind every stage: pre-norm blocks, rotary positions, cross-attention, KV cache.
 
+Positions are times. Self-attention rotates queries and keys by their own positions; cross-attention rotates
+decoder queries by *their* times and memory keys by theirs, so a query at time t can find the memory at time t
+(``Memory``). Memory entries without a time (a control token) are scored without rotation on either side.
+
 Shapes: B batch, S query length, M memory (encoder) length, D model width, H heads.
 """
 
@@ -40,8 +44,19 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return out.type_as(x)
 
 
+@dataclass
+class Memory:
+    """What a decoder attends to: states ``x [B, M, D]``, ``valid [B, M]`` (False = padding, None = all real) and
+    ``positions [B, M]`` in the decoder's time units (NaN = no time, e.g. a control token; None = no positions
+    in cross-attention at all)."""
+
+    x: torch.Tensor
+    valid: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
+
+
 class Attention(nn.Module):
-    """Multi-head attention; self-attention gets rotary positions and an optional KV cache."""
+    """Multi-head attention with rotary positions: self-attention (optionally cached) or cross-attention."""
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
         super().__init__()
@@ -61,30 +76,49 @@ class Attention(nn.Module):
         k, v = self.kv(memory).chunk(2, dim=-1)
         return self.heads(k), self.heads(v)
 
+    def memory_kv(self, memory: torch.Tensor, rope=None, timed: torch.Tensor | None = None):
+        """Keys and values of ``memory [B, M, D]`` for cross-attention, rotated once to their positions.
+
+        Keys of untimed entries (``timed [B, M]`` False) stay unrotated; every query then carries an unrotated
+        copy of itself beside its rotated self (keys ``[B, H, M, 2 * hd]``: timed keys fill the first half,
+        untimed ones the second), so an untimed score is position-free and a timed one purely relative.
+        """
+        k, v = self.project_kv(memory)
+        if rope is None:
+            return k, v
+        rotated = apply_rotary(k, *rope)
+        if timed is None:
+            return rotated, v
+        t = timed[:, None, :, None].to(k.dtype)
+        return torch.cat([rotated * t, k * (1 - t)], -1), v
+
     def forward(
         self,
         x: torch.Tensor,
         *,
-        memory: torch.Tensor | None = None,
         memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
         mask: torch.Tensor | None = None,
         is_causal: bool = False,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """x ``[B, S, D]``; memory ``[B, M, D]`` for cross-attention (or its precomputed ``memory_kv``);
-        mask broadcastable to ``[B, H, S, keys]`` with True where attention is allowed."""
+        """x ``[B, S, D]`` at ``rope`` (its queries' positions). Self-attention without ``memory_kv``;
+        cross-attention to ``memory_kv`` (from ``memory_kv()``) with it. mask broadcastable to
+        ``[B, H, S, keys]``, True where attention is allowed."""
         q = self.heads(self.q(x))
-        if memory_kv is not None:
-            k, v = memory_kv
+        if memory_kv is None:
+            k, v = self.project_kv(x)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            if cache is not None:
+                k, v = cache.update(k, v)
         else:
-            k, v = self.project_kv(x if memory is None else memory)
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        if cache is not None:
-            k, v = cache.update(k, v)
+            k, v = memory_kv
+            if rope is not None:
+                rotated = apply_rotary(q, *rope)
+                q = torch.cat([rotated, q], -1) if k.shape[-1] > q.shape[-1] else rotated
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
+            q, k, v, attn_mask=mask, is_causal=is_causal and mask is None, scale=self.head_dim**-0.5,
             dropout_p=self.dropout if self.training else 0.0,
         )
         return self.out(y.transpose(1, 2).flatten(2))
@@ -108,11 +142,11 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x, *, self_mask=None, is_causal=False, rope=None, cache=None,
-                memory=None, memory_kv=None, memory_mask=None):
+                memory_kv=None, memory_mask=None, cross_rope=None):
         x = x + self.drop(self.self_attn(self.norm1(x), mask=self_mask, is_causal=is_causal, rope=rope, cache=cache))
         if self.cross:
             h = self.norm2(x)
-            x = x + self.drop(self.cross_attn(h, memory=memory, memory_kv=memory_kv, mask=memory_mask))
+            x = x + self.drop(self.cross_attn(h, memory_kv=memory_kv, mask=memory_mask, rope=cross_rope))
         return x + self.drop(self.ff(self.norm3(x)))
 
 
@@ -122,7 +156,7 @@ def key_mask(valid: torch.Tensor | None) -> torch.Tensor | None:
 
 
 class Transformer(nn.Module):
-    """A stack of blocks with a final norm. ``cross=True`` makes it a decoder that attends to a memory."""
+    """A stack of blocks with a final norm. ``cross=True`` makes it a decoder that attends to a ``Memory``."""
 
     def __init__(self, cfg: TransformerConfig, cross: bool = False):
         super().__init__()
@@ -133,6 +167,15 @@ class Transformer(nn.Module):
     def rope(self, positions: torch.Tensor):
         return rotary(positions, self.cfg.d_model // self.cfg.n_heads, self.cfg.rope_base)
 
+    def memory_kv(self, memory: Memory) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every layer's cross-attention keys and values of ``memory``, computed once."""
+        rope = timed = None
+        if memory.positions is not None:
+            timed = ~torch.isnan(memory.positions)
+            rope = self.rope(memory.positions.nan_to_num(0.0))
+            timed = None if bool(timed.all()) else timed
+        return [layer.cross_attn.memory_kv(memory.x, rope, timed) for layer in self.layers]
+
     def forward(
         self,
         x: torch.Tensor,
@@ -140,31 +183,42 @@ class Transformer(nn.Module):
         *,
         valid: torch.Tensor | None = None,
         causal: bool = False,
-        memory: torch.Tensor | None = None,
-        memory_valid: torch.Tensor | None = None,
+        memory: Memory | None = None,
+        cross_positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x ``[B, S, D]`` at ``positions [B, S]``; ``valid [B, S]`` masks padded keys (non-causal use)."""
+        """x ``[B, S, D]`` at ``positions [B, S]``; ``valid [B, S]`` masks padded keys. A decoder attends to
+        ``memory`` with its queries at ``cross_positions [B, S]`` (default: ``positions``)."""
         rope = self.rope(positions)
+        s = x.shape[1]
         self_mask = key_mask(valid)
+        if causal and self_mask is not None:
+            self_mask = self_mask & torch.ones(s, s, dtype=torch.bool, device=x.device).tril()
         if self_mask is not None:
             # A query whose keys are all padding would produce NaN; let padded rows see themselves.
-            self_mask = self_mask | torch.eye(x.shape[1], dtype=torch.bool, device=x.device)
-        mem_mask = key_mask(memory_valid)
-        for layer in self.layers:
-            x = layer(x, self_mask=self_mask, is_causal=causal, rope=rope, memory=memory, memory_mask=mem_mask)
+            self_mask = self_mask | torch.eye(s, dtype=torch.bool, device=x.device)
+        memory_kv, mem_mask, cross_rope = [None] * len(self.layers), None, None
+        if memory is not None:
+            memory_kv, mem_mask = self.memory_kv(memory), key_mask(memory.valid)
+            if memory.positions is not None:
+                cross_rope = rope if cross_positions is None else self.rope(cross_positions)
+        for layer, kv in zip(self.layers, memory_kv):
+            x = layer(x, self_mask=self_mask, is_causal=causal, rope=rope, memory_kv=kv, memory_mask=mem_mask,
+                      cross_rope=cross_rope)
         return self.norm(x)
 
     # -- incremental decoding -------------------------------------------------------------------------------
-    def start(self, memory: torch.Tensor, memory_valid: torch.Tensor | None, max_len: int) -> "DecodeState":
+    def start(self, memory: Memory, max_len: int) -> "DecodeState":
         """Allocate caches for up to ``max_len`` steps and project the memory once for every layer."""
-        b = memory.shape[0]
+        b = memory.x.shape[0]
         heads, head_dim = self.cfg.n_heads, self.cfg.d_model // self.cfg.n_heads
-        caches = [KVCache(b, heads, max_len, head_dim, dtype=memory.dtype, device=memory.device) for _ in self.layers]
-        memory_kv = [layer.cross_attn.project_kv(memory) for layer in self.layers]
-        return DecodeState(caches, memory_kv, key_mask(memory_valid))
+        caches = [KVCache(b, heads, max_len, head_dim, dtype=memory.x.dtype, device=memory.x.device)
+                  for _ in self.layers]
+        return DecodeState(caches, self.memory_kv(memory), key_mask(memory.valid), memory.positions is not None)
 
-    def step(self, x: torch.Tensor, positions: torch.Tensor, state: "DecodeState") -> torch.Tensor:
-        """Decode ``x [B, n, D]`` that follow the steps already in ``state``; causal within the n new steps."""
+    def step(self, x: torch.Tensor, positions: torch.Tensor, state: "DecodeState",
+             cross_positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode ``x [B, n, D]`` at ``positions [B, n]`` that follow the steps already in ``state``; causal within
+        the n new steps. Queries meet the memory at ``cross_positions [B, n]`` (default: ``positions``)."""
         n = x.shape[1]
         past = state.caches[0].size
         mask = None
@@ -173,8 +227,12 @@ class Transformer(nn.Module):
             queries = torch.arange(past, past + n, device=x.device)
             mask = keys[None, :] <= queries[:, None]  # [n, past + n]
         rope = self.rope(positions)
+        cross_rope = None
+        if state.timed:
+            cross_rope = rope if cross_positions is None else self.rope(cross_positions)
         for layer, cache, kv in zip(self.layers, state.caches, state.memory_kv):
-            x = layer(x, self_mask=mask, rope=rope, cache=cache, memory_kv=kv, memory_mask=state.memory_mask)
+            x = layer(x, self_mask=mask, rope=rope, cache=cache, memory_kv=kv, memory_mask=state.memory_mask,
+                      cross_rope=cross_rope)
         return self.norm(x)
 
 
@@ -185,6 +243,7 @@ class DecodeState:
     caches: list[KVCache]
     memory_kv: list[tuple[torch.Tensor, torch.Tensor]]
     memory_mask: torch.Tensor | None
+    timed: bool  # the memory has positions: queries are rotated in cross-attention
 
     @property
     def size(self) -> int:

@@ -10,6 +10,8 @@ costs as much memory as a short one.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -42,6 +44,9 @@ class VideoInfo:
     rotation: int
     frame_rate: float
     has_audio: bool
+
+    def _replace_path(self, path: Path) -> "VideoInfo":
+        return self if self.path == path else dataclasses.replace(self, path=path)
 
 
 def _check_path(path: Path) -> None:
@@ -156,6 +161,14 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     if not isinstance(path, (str, os.PathLike)):
         raise VideoError(f"{path!r}: a video is given by its path (str or os.PathLike), not {type(path).__name__}")
     path = Path(path)
+    _check_path(path)
+    stat = path.stat()
+    # a generate call asks several readers about one file: the answer is kept while the file is unchanged
+    return _probe(path.absolute(), stat.st_size, stat.st_mtime_ns, stat.st_ino)._replace_path(path)
+
+
+@functools.lru_cache(maxsize=64)
+def _probe(path: Path, size: int, mtime_ns: int, inode: int) -> VideoInfo:
     with _open(path) as container:
         stream = _video_stream(container, path)
         has_audio = len(container.streams.audio) > 0

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CheckpointError, ConfigError, VideoError
-from .fileio import check_keys, read_json
+from .fileio import fitting_pretrained, read_json
 from .video import probe, read_frames, sample_times
 from .hf_loading import loading, no_progress_bars
+from .schema import Field, Registry, array, choice, number, positive, size
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -111,7 +112,7 @@ class CLIPVisualEncoder(VisualEncoder):
         """
         from transformers import CLIPVisionModel
 
-        with loading(name_or_path, "a CLIP vision model") as source:
+        with loading(name_or_path, "a CLIP vision model") as source, fitting_pretrained(CLIPVisionModel, source):
             model = CLIPVisionModel.from_pretrained(source, use_safetensors=True)
         mean, std = _preprocessor_stats(name_or_path)
         return cls(model, features, grid, mean, std)
@@ -141,7 +142,7 @@ class CLIPVisualEncoder(VisualEncoder):
 
     @classmethod
     def load(cls, directory: Path | None, config: dict) -> CLIPVisualEncoder:
-        check_keys(config, {"type", "features", "grid", "image_mean", "image_std", "pretrained"}, "clip encoder config")
+        REGISTRY.check(config, "clip encoder config", expect="clip")
         features, grid = config.get("features", "pooled"), config.get("grid", 2)
         if directory is None:
             if "pretrained" not in config:
@@ -279,7 +280,7 @@ class MotionEncoder(VisualEncoder):
 
     @classmethod
     def load(cls, directory: Path | None, config: dict) -> MotionEncoder:
-        check_keys(config, {"type", "size", "grid"}, "motion encoder config")
+        REGISTRY.check(config, "motion encoder config", expect="motion")
         return cls(size=config.get("size", 64), grid=config.get("grid", 4))
 
 
@@ -318,23 +319,28 @@ class ConcatEncoder(VisualEncoder):
 
     @classmethod
     def load(cls, directory: Path | None, config: dict) -> ConcatEncoder:
-        check_keys(config, {"type", "members"}, "concat encoder config")
-        members = config.get("members")
-        if not isinstance(members, list) or not members:
-            raise ConfigError("concat encoder config: 'members' must be a non-empty list of encoder configs")
+        REGISTRY.check(config, "concat encoder config", expect="concat")
+        members = config["members"]
         subs = [None if directory is None else Path(directory) / f"member{i}" for i in range(len(members))]
         return cls([from_config(m, s) for m, s in zip(members, subs)])
 
 
-_TYPES = {"clip": CLIPVisualEncoder, "motion": MotionEncoder, "concat": ConcatEncoder}
+# Visual encoder configs by "type" (the visual entry of pipeline.json); a concat's members are configs too.
+REGISTRY = Registry("visual encoder")
+REGISTRY.register("clip", CLIPVisualEncoder.load, {
+    "features": choice("pooled", "patch"), "grid": size(), "image_mean": array(number(), 3),
+    "image_std": array(positive(), 3), "pretrained": Field(str),  # a name or path, when there is no directory
+}, needs_directory=False)
+REGISTRY.register("motion", MotionEncoder.load, {"size": size(4096), "grid": size(4096)}, needs_directory=False)
+REGISTRY.register("concat", ConcatEncoder.load, {
+    "members": array(Field(dict, part=REGISTRY), min_length=1, required=True),
+}, needs_directory=False)
 
 
-def from_config(config: dict, directory: Path | None = None) -> VisualEncoder:
-    """Rebuild an encoder from to_config() output and the directory its save() wrote."""
-    kind = config.get("type") if isinstance(config, dict) else None
-    if kind not in _TYPES:
-        raise ConfigError(f"visual encoder config: unknown type {kind!r}; known types: {sorted(_TYPES)}")
-    return _TYPES[kind].load(directory, config)
+def from_config(config: dict, directory: Path | None = None, *, where: str | None = None,
+                key: str = "") -> VisualEncoder:
+    """Rebuild an encoder from to_config() output and the directory its save() wrote; errors name `where` and `key`."""
+    return REGISTRY.load(config, directory, where=where, key=key)
 
 
 @dataclass

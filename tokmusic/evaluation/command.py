@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
-from ..fileio import write_json
+from ..fileio import check_output, write_json
 
 DESCRIPTION = (
     "Compare generated music with reference music: FAD, density/coverage and KL (each naming its embedder), "
@@ -59,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--tolerance {args.tolerance}: must be a positive number of seconds")
     if args.output.suffix.lower() != ".json":
         raise ConfigError(f"-o {args.output}: the report is JSON; name it *.json")
+    # unwritable outputs fail now, not after the whole evaluation
+    check_output(args.output, "report (-o)", (".json",))
+    if args.plots is not None:
+        check_output(args.plots, "plots folder (--plots)", directory=True)
     if args.clip is not None:
         suffixes = AUDIO_SUFFIXES + VIDEO_SUFFIXES
         names = set(list_media(args.generated, suffixes, "generated audio"))

@@ -9,6 +9,7 @@ audio–visual alignment; plus weight-free structure numbers: tempo, key agreeme
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import DataError, TokmusicError
+from ..schema import Field, check, positive, shown, size
+from ..errors import ConfigError, DataError, TokmusicError
 from ..metrics import MIN_SAMPLES, cosine_similarities, density_coverage, frechet_distance, kl_divergence
 from .alignment import av_alignment, similarity_structure
 from .embedders import AudioEmbedder, load_audio_embedder, load_classifier
@@ -112,6 +114,7 @@ def evaluate(generated: str | Path, reference: str | Path, *, videos: str | Path
     """
     from tqdm.auto import tqdm
 
+    _check_arguments(locals())
     suffixes = AUDIO_SUFFIXES + VIDEO_SUFFIXES  # a video's soundtrack is music too
     gen_files = list_media(generated, suffixes, "generated audio")
     ref_files = list_media(reference, suffixes, "reference audio")
@@ -169,6 +172,18 @@ def evaluate(generated: str | Path, reference: str | Path, *, videos: str | Path
         },
     }
     return result
+
+
+def _check_arguments(args: dict) -> None:
+    """ConfigError for an argument of ``evaluate`` of the wrong type or range (before any clip is decoded)."""
+    for name in ("generated", "reference", "videos", "prompts"):
+        value = args[name]
+        if not isinstance(value, (str, os.PathLike)) and not (value is None and name in ("videos", "prompts")):
+            raise ConfigError(f"evaluate: {name} must be a folder path, got {shown(value)}")
+    for name, field in (("embedder", Field(str)), ("classifier", Field(str)), ("visual_embedder", Field(str)),
+                        ("k", size()), ("tolerance", positive()), ("progress", Field(bool)),
+                        ("device", Field(str, null=True))):
+        check(args[name], field, "evaluate", name)
 
 
 def _clip_summary(clip: ClipResult, classifier) -> dict:

@@ -3,12 +3,15 @@
     model.safetensors       the stage's weights          ema.safetensors   its EMA weights
     optimizer.safetensors   AdamW moments (+ .json: param groups and non-tensor state)
     rng-<rank>.safetensors  each process's torch RNG state
-    state.json              step, EMA update count, grad-scaler state, the stage and train configs
+    state.json              step, EMA update count, grad-scaler state, the stage and train configs and the
+                            settings the data order depends on (``data_order``)
 
 All processes write into ``.step-N.tmp``; the main process renames it to ``step-N`` once everyone is done, so a
 checkpoint either exists whole or not at all. The data position is the step itself (see dataset.StepSampler)
-and the learning rate a function of the step, so nothing else needs saving. Under FSDP, the sharded model and
-optimizer go through ``accelerator.save_state`` instead (accelerate's own format).
+and the learning rate a function of the step, so nothing else needs saving — as long as the batch size,
+accumulation, process count and seed stay the same (``check_data_order`` refuses a resume that changes them).
+Under FSDP, the sharded model and optimizer go through ``accelerator.save_state`` instead (accelerate's own
+format).
 """
 
 from __future__ import annotations
@@ -20,10 +23,40 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import ConfigError
 from ..fileio import load_tensors, read_json, save_tensors, write_json
 
 _NAME = re.compile(r"^step-(\d{8})$")
+
+# What decides which crops step s sees (dataset.StepSampler): setting -> (what a user changed, how to undo it).
+DATA_ORDER = {
+    "batch_size": ("--batch-size", "pass --batch-size {old}"),
+    "grad_accum": ("--grad-accum", "pass --grad-accum {old}"),
+    "num_processes": ("the number of processes", "launch with --num_processes {old}"),
+    "seed": ("train.seed", "set train.seed to {old} in the --config card"),
+}
+
+
+def data_order(train_cfg, num_processes: int) -> dict:
+    """The ``DATA_ORDER`` settings of this invocation (stored in state.json as "data_order")."""
+    return {"batch_size": train_cfg.batch_size, "grad_accum": train_cfg.grad_accum,
+            "num_processes": num_processes, "seed": train_cfg.seed}
+
+
+def check_data_order(saved: dict, now: dict, where: Path) -> None:
+    """ConfigError if resuming ``saved`` (a state.json) with the settings ``now`` would change the data order.
+
+    Only the keys of ``now`` are compared. Checkpoints written before "data_order" was stored give the same
+    settings in "train" and "num_processes".
+    """
+    before = saved.get("data_order") or {**saved.get("train", {}), "num_processes": saved.get("num_processes")}
+    for key, new in now.items():
+        old = before.get(key)
+        if old is not None and old != new:
+            what, fix = DATA_ORDER[key]
+            raise ConfigError(
+                f"{where}: this run was started with {what} {old} and is resumed with {new}, which would change "
+                f"the crops every later step sees; {fix.format(old=old)} to resume it, or start a new --out")
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -111,11 +144,7 @@ def save_checkpoint(run_dir: Path, step: int, accelerator, model, optimizer, ema
 def load_checkpoint(directory: Path, accelerator, stage, optimizer, ema, sharded: bool = False) -> dict:
     """Restore a checkpoint written by ``save_checkpoint``; returns its state.json."""
     state = read_json(directory / "state.json", "training state")
-    if state.get("num_processes") != accelerator.num_processes:
-        raise CheckpointError(
-            f"{directory}: written by {state.get('num_processes')} processes, resumed with "
-            f"{accelerator.num_processes}; the data order would change. Launch with the same --num_processes "
-            "or start a new --out")
+    check_data_order(state, {"num_processes": accelerator.num_processes}, directory)  # one RNG file per process
     if sharded:
         accelerator.load_state(str(directory / "accelerate"))
     else:

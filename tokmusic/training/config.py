@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from ..errors import ConfigError
+from ..schema import check_object, train_fields
 from ..stage import StageConfig
-
-MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
 
 @dataclass
@@ -44,48 +43,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict | None, where: str = "train config") -> "TrainConfig":
-        data = dict(data or {})
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown} in 'train'; allowed: {sorted(names)}")
-        try:
-            cfg = cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        cfg.validate(where)
-        return cfg
+        """The TrainConfig of a card's "train" object (None: all defaults); ConfigError naming ``where`` and the key."""
+        data = {} if data is None else data
+        check_object(data, train_fields(), where, "train")
+        return cls(**data)
 
     def validate(self, where: str = "train config") -> None:
-        def bad(key: str, need: str):
-            raise ConfigError(f"{where}: train.{key} must be {need}, got {getattr(self, key)!r}")
-
-        for key in ("max_steps", "batch_size", "grad_accum", "save_every", "keep_checkpoints", "log_every"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                bad(key, "a positive integer")
-        for key in ("warmup_steps", "num_workers", "seed", "eval_every", "eval_items"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                bad(key, "an integer >= 0")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            bad("lr", "> 0")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            bad("weight_decay", ">= 0")
-        if not (isinstance(self.betas, (list, tuple)) and len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
-            bad("betas", "two numbers in [0, 1)")
-        if not 0 <= self.min_lr_ratio <= 1:
-            bad("min_lr_ratio", "in [0, 1]")
-        if not self.clip_norm >= 0:
-            bad("clip_norm", ">= 0 (0 switches clipping off)")
-        if not 0 <= self.ema_decay < 1:
-            bad("ema_decay", "in [0, 1) (0 switches EMA off)")
-        if self.crop_seconds is not None and not self.crop_seconds > 0:
-            bad("crop_seconds", "> 0 seconds")
-        if self.mixed_precision not in MIXED_PRECISION:
-            bad("mixed_precision", f"one of {MIXED_PRECISION}")
-        if self.log_with not in ("tensorboard", "none"):
-            bad("log_with", "'tensorboard' or 'none'")
+        """ConfigError unless every field has its type and range (``schema.TRAIN_RULES``)."""
+        check_object(asdict(self), train_fields(), where, "train")
 
     def crop_for(self, stage: StageConfig, where: str = "train config") -> float:
         """The crop length for ``stage``: at least its generation window (a window never sees more)."""

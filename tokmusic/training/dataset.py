@@ -1,8 +1,8 @@
 """Training crops for a stage: random windows aligned across modalities, cut exactly as generation cuts them.
 
-A crop of ``crop_seconds`` starts on the stage's target-token grid; its short-term frames come from
-``visual_window``, its source and target tokens from ``token_window``, and its long-term frames from
-``sample_long_term`` over the whole video — the same calls ``Pipeline.generate`` makes for a window.
+A crop of ``crop_seconds`` is a span ``[first, last)`` of the stage's target-token grid, as a generation window
+is; its inputs come from ``conditioning.window_inputs`` over the item's ``Track``, the function
+``Pipeline.generate`` calls for each window, and its control is the audio embedding of the crop's own music.
 
 Sample ``n`` of a run (counting over steps, accumulation micro-steps, processes and batch rows) is fully
 determined by ``(seed, n)``: which item (a fresh permutation per epoch) and where its crop starts. So a resumed
@@ -16,11 +16,11 @@ from typing import Iterator
 
 import torch
 
+from ..conditioning import Track, collate_inputs, pad_stack, window_inputs
 from ..errors import DataError
-from ..lst_fusion import sample_long_term
-from ..sliding_window import source_window, token_count, token_window, visual_window
 from ..stage import StageConfig
-from .shards import TokenShards
+from ..windows import token_count
+from .shards import TokenShards, span_control
 
 
 class StageDataset(torch.utils.data.Dataset):
@@ -59,58 +59,30 @@ class StageDataset(torch.utils.data.Dataset):
         cfg = self.cfg
         rate = cfg.target_rate
         target_all, source_all = self._streams(data)
-        duration = float(entry["duration"])
 
-        # crop start on the target grid, from (seed, sample) alone
-        total = min(token_count(duration, rate), target_all.shape[-1])
+        # the crop: a span of the target grid, from (seed, sample) alone
+        total = min(token_count(float(entry["duration"]), rate), target_all.shape[-1])
         length = token_count(self.crop_seconds, rate)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + sample)
         first = int(torch.randint(0, max(0, total - length) + 1, (1,), generator=g))
-        t0 = first / rate
-        t1 = min(t0 + self.crop_seconds, duration)
+        last = min(first + length, total)
+        track = Track(features=data.get("visual"), times=data.get("times"), source=source_all,
+                      source_rate=cfg.source_rate, control_of=self._control_of(entry, data))
+        return {"target": target_all[:, first:last], **window_inputs(cfg, track, first / rate, last / rate)}
 
-        out: dict[str, torch.Tensor] = {"target": token_window(target_all, rate, t0, t1)}
-        if source_all is not None:
-            out["source"], start = source_window(source_all, cfg.source_rate, t0, t1)
-            out["source_start"] = torch.tensor(start, dtype=torch.float32)
-        if cfg.visual_dim:
-            out["visual"], out["visual_times"] = visual_window(data["visual"], data["times"], t0, t1)
-            if cfg.lst.enabled:
-                out["long"], _ = sample_long_term(data["visual"], cfg.lst.long_frames)
-        if cfg.control_dim and "control" in data:
-            out["control"] = data["control"]
-        return out
-
-
-def _pad(tensors: list[torch.Tensor], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack along a new batch dim, zero-padding ``dim`` (of the unbatched tensors) -> (batch, valid [B, L])."""
-    length = max(t.shape[dim] for t in tensors)
-    out, valid = [], torch.zeros(len(tensors), length, dtype=torch.bool)
-    for i, t in enumerate(tensors):
-        pad = [0, 0] * (t.dim() - 1 - dim % t.dim()) + [0, length - t.shape[dim]]
-        out.append(torch.nn.functional.pad(t, pad))
-        valid[i, : t.shape[dim]] = True
-    return torch.stack(out), valid
+    def _control_of(self, entry: dict, data: dict):
+        """The crop's control: the audio embedding of the music in the crop."""
+        if not self.cfg.control_dim or "control" not in data:
+            return None
+        chunks, hop = data["control"], entry.get("control_hop")
+        return lambda t0, t1: span_control(chunks, hop, t0, t1)
 
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
-    """Pad a list of crops into a batch: target ``[B, K, T]`` + target_valid ``[B, T]``, visual ``[B, Tv, D]``,
-    visual_times ``[B, Tv]``, visual_valid, long ``[B, Tl, D]``, long_valid, source ``[B, Ks, Ts]``,
-    source_valid, source_start ``[B]``, control ``[B, Dc]`` + control_valid ``[B]``."""
-    batch: dict[str, torch.Tensor] = {}
-    batch["target"], batch["target_valid"] = _pad([s["target"] for s in samples], -1)
-    if "source" in samples[0]:
-        batch["source"], batch["source_valid"] = _pad([s["source"] for s in samples], -1)
-        batch["source_start"] = torch.stack([s["source_start"] for s in samples])
-    if "visual" in samples[0]:
-        batch["visual"], batch["visual_valid"] = _pad([s["visual"] for s in samples], 0)
-        batch["visual_times"], _ = _pad([s["visual_times"] for s in samples], 0)
-    if "long" in samples[0]:
-        batch["long"], batch["long_valid"] = _pad([s["long"] for s in samples], 0)
-    if "control" in samples[0]:
-        batch["control"] = torch.stack([s["control"] for s in samples])
-        batch["control_valid"] = torch.ones(len(samples), dtype=torch.bool)
-    return batch
+    """Pad a list of crops into a batch: target ``[B, K, T]`` + target_valid ``[B, T]``, and the inputs of
+    ``conditioning.collate_inputs`` (the keys of ``Conditioning``)."""
+    target, target_valid = pad_stack([s["target"] for s in samples], -1)
+    return {"target": target, "target_valid": target_valid, **collate_inputs(samples)}
 
 
 class StepSampler(torch.utils.data.Sampler):

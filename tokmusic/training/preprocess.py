@@ -1,11 +1,14 @@
-"""Preprocessing: one manifest item -> visual features, EnCodec codes, semantic ids and the control embedding.
+"""Preprocessing: one manifest item -> visual features, EnCodec codes, semantic ids and control embeddings.
 
-``preprocess`` runs a process's share of a manifest (items ``rank::world``), skips items already in the data
-dir, and never stops on a bad item: it is recorded with its reason and listed in ``index.json``.
+``preprocess`` runs a process's share of a manifest (items ``rank::world``) and skips items already in the data
+dir. A bad item (one that raises a ``TokmusicError``: unreadable video, no music, too short...) is recorded with
+its reason, listed in ``index.json`` and skipped; anything else (a bug, out of memory, Ctrl-C) stops the run
+after the finished items are written.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -16,16 +19,21 @@ from tqdm.auto import tqdm
 
 from .manifest import ManifestItem
 from .shards import ShardWriter, finished_keys
-from ..errors import DataError
+from ..errors import ConfigError, DataError, TokmusicError
+
+# Seconds of music per control embedding: a training crop is conditioned on the chunks it overlaps.
+CONTROL_HOP = 1.0
 
 
 def prepare_item(pipeline, item: ManifestItem, *, min_seconds: float = 1.0,
-                 feature_dtype: torch.dtype = torch.float16) -> tuple[dict, dict[str, torch.Tensor]]:
+                 feature_dtype: torch.dtype = torch.float16,
+                 control_hop: float = CONTROL_HOP) -> tuple[dict, dict[str, torch.Tensor]]:
     """One pair -> (info, tensors). Raises a TokmusicError (VideoError, AudioError, DataError) for a bad item.
 
     tensors: visual ``[T, D]`` at ``pipeline.fps``, times ``[T]`` seconds, codes Long ``[n_q, Ta]``, semantic
-    Long ``[Ts]`` (if the pipeline has a semantic tokenizer), control ``[Dc]`` (the music's audio embedding,
-    if the pipeline has a control embedder). Everything covers the same span: the shorter of video and music.
+    Long ``[Ts]`` (if the pipeline has a semantic tokenizer), control ``[N, Dc]`` (if the pipeline has a control
+    embedder: the music's audio embedding per chunk of ``control_hop`` seconds, recorded as info
+    "control_hop"; see ``shards.span_control``). Everything covers the same span: the shorter of video and music.
     """
     from ..audio import load_audio
     from ..video import probe
@@ -53,10 +61,12 @@ def prepare_item(pipeline, item: ManifestItem, *, min_seconds: float = 1.0,
         if pipeline.semantic_tokenizer is not None:
             tensors["semantic"] = pipeline.semantic_tokenizer.tokenize(mono, codec.sample_rate).to(torch.int32)
         if pipeline.control is not None:
-            tensors["control"] = pipeline.control.embed_audio(mono, codec.sample_rate).reshape(-1).float()
+            tensors["control"] = pipeline.control.embed_audio_chunks(mono, codec.sample_rate, control_hop).float()
     meta = {"key": item.key, "line": item.line, "video": str(item.video), "split": item.split,
             "text": item.text, "duration": round(duration, 6), "frames": int(tensors["visual"].shape[0]),
             "codec_frames": int(codes.shape[-1])}
+    if "control" in tensors:
+        meta["control_hop"] = float(control_hop)
     return meta, {k: v.contiguous() for k, v in tensors.items()}
 
 
@@ -71,8 +81,14 @@ class PreprocessReport:
 
 def preprocess(pipeline, items: list[ManifestItem], data_dir: Path, *, rank: int = 0, world: int = 1,
                shard_size: int = 64, min_seconds: float = 1.0, progress: bool = True,
-               feature_dtype: torch.dtype = torch.float16) -> PreprocessReport:
-    """Prepare this process's share of ``items`` into shards of ``data_dir`` (which must already be opened)."""
+               feature_dtype: torch.dtype = torch.float16, control_hop: float = CONTROL_HOP) -> PreprocessReport:
+    """Prepare this process's share of ``items`` into shards of ``data_dir`` (which must already be opened).
+
+    A ``TokmusicError`` from an item marks it failed; any other exception is raised once the finished items
+    (and failures) are flushed to a shard.
+    """
+    if isinstance(control_hop, bool) or not isinstance(control_hop, (int, float)) or not 0 < control_hop < math.inf:
+        raise ConfigError(f"control_hop must be a number of seconds > 0, got {control_hop!r}")
     report = PreprocessReport()
     finished = finished_keys(data_dir)
     mine = items[rank::world]
@@ -84,8 +100,9 @@ def preprocess(pipeline, items: list[ManifestItem], data_dir: Path, *, rank: int
         for item in todo:
             start = time.perf_counter()
             try:
-                info, tensors = prepare_item(pipeline, item, min_seconds=min_seconds, feature_dtype=feature_dtype)
-            except Exception as exc:  # a bad item must never stop the job: record it and go on
+                info, tensors = prepare_item(pipeline, item, min_seconds=min_seconds, feature_dtype=feature_dtype,
+                                             control_hop=control_hop)
+            except TokmusicError as exc:  # bad data: record it and go on (a bug or OOM must stop the run)
                 failure = {"key": item.key, "line": item.line, "video": str(item.video),
                            "reason": f"{type(exc).__name__}: {exc}"}
                 writer.fail(failure)

@@ -3,12 +3,17 @@
     DATA_DIR/
       meta.json                      what made it: the pipeline's widths, vocabularies and rates
       shards/<name>.safetensors      tensors of many items: "<key>.visual" [T, D], "<key>.times" [T],
-                                     "<key>.codes" [n_q, Ta], "<key>.semantic" [Ts], "<key>.control" [Dc]
+                                     "<key>.codes" [n_q, Ta], "<key>.semantic" [Ts], "<key>.control" [N, Dc]
       shards/<name>.json             the shard's items (and the items that failed) — written last, so a shard
                                      without its .json never counts and its items are redone
       index.json                     every finished item and every failure, built when preprocessing ends
 
 Each process writes its own shards, so N processes never touch the same file.
+
+``control`` holds the music's audio embedding per chunk of ``control_hop`` seconds (item meta): row i covers
+``[i * hop, (i + 1) * hop)``, so a crop is conditioned on its own music (``span_control``), not the whole track's.
+Data dirs made before that hold one whole-track vector ``[Dc]`` and no ``control_hop``; they stay readable
+(``span_control`` returns that vector for any span).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import uuid
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors import safe_open
 
 from ..errors import DataError
@@ -26,6 +32,36 @@ from ..fileio import read_json, save_tensors, write_json
 
 FORMAT_VERSION = 1
 FIELDS = ("visual", "times", "codes", "semantic", "control")
+
+
+def span_control(chunks: torch.Tensor, hop: float | None, t0: float, t1: float) -> torch.Tensor:
+    """The control of the span ``[t0, t1)`` seconds: the chunks it overlaps, weighted by overlap -> ``[Dc]``.
+
+    chunks: ``[N, Dc]`` L2-normalised embeddings, row i covering ``[i * hop, (i + 1) * hop)``; the first row also
+    covers everything before 0 and the last everything after ``N * hop``, so any span gets a control. An empty
+    span (``t1 <= t0``) takes the chunk at ``t0``. A 1-D ``[Dc]`` vector, or ``hop`` None (data dirs made before
+    per-chunk controls), is one chunk covering everything. The result is re-normalised to unit length.
+    """
+    if chunks.dim() == 1:
+        return F.normalize(chunks.float(), dim=-1)
+    if chunks.dim() != 2 or chunks.shape[0] == 0:
+        raise DataError(f"control embeddings must be [N, Dc] with N >= 1, got shape {tuple(chunks.shape)}")
+    n = chunks.shape[0]
+    if hop is None:
+        if n != 1:
+            raise DataError(f"{n} control chunks but no control_hop in the item's meta; preprocess it again")
+        return F.normalize(chunks[0].float(), dim=-1)
+    if not hop > 0:
+        raise DataError(f"control_hop must be > 0 seconds, got {hop!r}")
+    if t1 <= t0:
+        return F.normalize(chunks[min(max(int(t0 // hop), 0), n - 1)].float(), dim=-1)
+    # chunk bounds [N]; the outer chunks reach to -inf / +inf
+    starts = torch.arange(n, dtype=torch.float64) * hop
+    ends = starts + hop
+    starts[0], ends[-1] = -math.inf, math.inf
+    weights = (ends.clamp(max=t1) - starts.clamp(min=t0)).clamp(min=0)
+    mean = (weights[:, None] * chunks.double()).sum(0)
+    return F.normalize(mean, dim=-1).float()
 
 
 def pipeline_meta(pipeline) -> dict:
@@ -152,7 +188,8 @@ class TokenShards:
         return [e for e in self.index["items"] if e["split"] == split]
 
     def load(self, entry: dict) -> dict[str, torch.Tensor]:
-        """The tensors of one item (visual float32, times float32, codes/semantic Long, control float32)."""
+        """The tensors of one item (visual float32, times float32, codes/semantic Long, control float32 [N, Dc]
+        or, in data dirs made before per-chunk controls, [Dc]: pass it through ``span_control``)."""
         shard = entry["shard"]
         handle = self._handles.get(shard)
         if handle is None:

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from ..cards import read_card, stage_config
-from ..checkpoint import save_stage
+from ..stage_files import save_stage
 from ..errors import CheckpointError, ConfigError
-from ..fileio import atomic_file
+from ..fileio import atomic_file, read_json
 from ..stage import Conditioning, Stage, StageConfig
-from .checkpoints import checkpoint_dirs, load_checkpoint, save_checkpoint
+from .checkpoints import check_data_order, checkpoint_dirs, data_order, load_checkpoint, save_checkpoint
 from .cli import RecipeParser, distributed_cpu
 from .config import TrainConfig
 from .dataset import StageDataset, StepSampler, collate
@@ -136,9 +136,13 @@ def train(kind: str, argv: list[str] | None, default_card: Path) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: --out is a file; pass a run directory (new, or an earlier run's to resume)")
+    try:  # before any step: a run directory that cannot be made fails now, not at the first log line
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot create the run directory ({exc.strerror}); pass a writable --out") from None
     trackers = "tensorboard" if tc.log_with == "tensorboard" and is_tensorboard_available() else None
-    accelerator = Accelerator(cpu=distributed_cpu(), mixed_precision=_mixed_precision(tc.mixed_precision), log_with=trackers,
-                              project_dir=str(out), gradient_accumulation_steps=tc.grad_accum)
+    accelerator = Accelerator(cpu=distributed_cpu(), mixed_precision=_mixed_precision(tc.mixed_precision),
+                              log_with=trackers, project_dir=str(out), gradient_accumulation_steps=tc.grad_accum)
     sharded = accelerator.distributed_type == DistributedType.FSDP
     if sharded and tc.ema_decay > 0:
         raise ConfigError(f"{run.card_path}: EMA is not kept under FSDP; set train.ema_decay to 0")
@@ -160,18 +164,23 @@ def train(kind: str, argv: list[str] | None, default_card: Path) -> int:
 
     step = 0
     previous = checkpoint_dirs(out)
-    run_state = {"kind": kind, "stage": run.stage_cfg.to_dict(), "train": tc.to_dict(), "data": str(args.data)}
+    run_state = {"kind": kind, "stage": run.stage_cfg.to_dict(), "train": tc.to_dict(), "data": str(args.data),
+                 "data_order": data_order(tc, accelerator.num_processes)}
     if previous:
-        saved = json.loads((previous[-1] / "state.json").read_text())
+        saved = read_json(previous[-1] / "state.json", "training state")
         if saved.get("stage") != run_state["stage"]:
             raise CheckpointError(f"{out}: holds a run of another stage config; use a new --out, or the card it "
                                   "was started with")
+        check_data_order(saved, run_state["data_order"], out)
         step = load_checkpoint(previous[-1], accelerator, stage, optimizer, ema, sharded)["step"]
         accelerator.print(f"{kind}: resuming from {previous[-1]} (step {step})")
-        if accelerator.is_main_process:
-            _forget_log_after(out / "log.jsonl", step)
     else:
         torch.manual_seed(tc.seed + 1 + accelerator.process_index)  # per-process dropout / control-drop draws
+    if accelerator.is_main_process:
+        _forget_log_after(out / "log.jsonl", step)  # also a torn last line, or records of a run never saved
+    if run.stage_cfg.control_dim and any("control_hop" not in e for e in dataset.entries):
+        accelerator.print(f"{kind}: {args.data} was made before per-chunk control embeddings, so every crop gets "
+                          "its whole track's control; preprocess the manifest again into a new data dir to fix")
 
     if trackers and step < tc.max_steps:
         accelerator.init_trackers(f"tokmusic-{kind}", config={k: v for k, v in tc.to_dict().items()
@@ -225,8 +234,7 @@ def train(kind: str, argv: list[str] | None, default_card: Path) -> int:
                 valid = f"  valid {record['valid_loss']:.4f}" if "valid_loss" in record else ""
                 print(f"{kind} step {step}/{tc.max_steps}  loss {mean_loss:.4f}{valid}  lr {lr:.2e}  "
                       f"{record['tokens_per_s']:.0f} tok/s", flush=True)
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                append_log(log_path, record)
             window_loss, window_tokens, window_start = [], 0, time.perf_counter()
 
         if step % tc.save_every == 0 or step == tc.max_steps:
@@ -265,11 +273,25 @@ def validation_loss(accelerator, model: nn.Module, dataset: StageDataset, items:
     return float(total[0] / total[1]) if total[1] > 0 else float("nan")
 
 
+def append_log(path: Path, record: dict) -> None:
+    """Append ``record`` to log.jsonl as one unbuffered write of the whole line: a crash tears at most that line."""
+    with open(path, "ab", buffering=0) as f:
+        f.write((json.dumps(record) + "\n").encode())
+
+
 def _forget_log_after(path: Path, step: int) -> None:
-    """Drop log records past the resumed checkpoint: those steps are about to be run (and logged) again."""
+    """Drop log records past ``step`` (the resumed checkpoint; 0 for a fresh start): those steps are about to be
+    run (and logged) again. A line that is not a record — the torn last line of a crash mid-write — is dropped."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(line)
     with atomic_file(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in kept))
 

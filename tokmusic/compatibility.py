@@ -1,61 +1,11 @@
-"""Stage directories (``config.json`` + ``model.safetensors``) and the checks that a stage fits a pipeline."""
+"""Whether a stage fits a pipeline: the shape the pipeline's parts offer, and the rules a stage must meet."""
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
-from .errors import CheckpointError, ConfigError
-from .fileio import atomic_dir, check_replaceable, load_tensors, read_json, refuse_pickles, save_tensors, write_json
-from .stage import STAGES, Stage, StageConfig
-
-
-def save_stage(stage: Stage, directory: str | os.PathLike) -> None:
-    """Write ``stage`` to ``directory`` (replaced whole, atomically)."""
-    check_replaceable(directory, "config.json", "stage directory")
-    with atomic_dir(directory) as tmp:
-        write_stage_files(stage, tmp)
-
-
-def write_stage_files(stage: Stage, directory: Path) -> None:
-    """Write a stage's two files into an existing directory (the caller makes it atomic)."""
-    write_json(directory / "config.json", {"tokmusic_stage": stage.cfg.to_dict()})
-    save_tensors(directory / "model.safetensors", stage.state_dict())
-
-
-def read_stage_config(directory: str | os.PathLike) -> StageConfig:
-    """The StageConfig of a stage directory; CheckpointError naming the file if it is not one."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"{directory}: stage directory not found; pass a directory holding config.json "
-                              "and model.safetensors")
-    refuse_pickles(directory)
-    data = read_json(directory / "config.json", "stage config")
-    if "tokmusic_stage" not in data:
-        raise CheckpointError(f"{directory / 'config.json'}: not a tokmusic stage config (no 'tokmusic_stage' key)")
-    try:
-        return StageConfig.from_dict(data["tokmusic_stage"], where=str(directory / "config.json"))
-    except ConfigError as exc:
-        raise CheckpointError(str(exc)) from None
-
-
-def load_stage(directory: str | os.PathLike, kind: str | None = None) -> Stage:
-    """Load a stage directory; with ``kind``, refuse a stage of another kind."""
-    directory = Path(directory)
-    cfg = read_stage_config(directory)
-    if kind is not None and cfg.kind != kind:
-        raise CheckpointError(f"{directory}: holds a {cfg.kind!r} stage where a {kind!r} stage is needed")
-    state = load_tensors(directory / "model.safetensors")
-    stage = Stage(cfg)
-    missing, unexpected = stage.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{directory / 'model.safetensors'}: weights do not match config.json "
-            f"(missing {sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]}); re-export the stage"
-        )
-    return stage.eval()
+from .stage import STAGES, StageConfig
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,204 @@
+"""Known-answer learning tests: tiny stages trained from scratch on CPU must learn what they exist for.
+
+Each task has a right answer that a stage can only find by lining its output up in time with its input (or
+with the control token). Data are drawn fresh every step, so a low loss means the rule was learned, not the
+examples. Chance is ln(vocab); each test asserts a loss far below it. The figures these tests reach, and
+what the same tasks reached before decoder queries met the memory on a shared clock, are in the docstrings.
+"""
+
+import math
+
+import pytest
+import torch
+
+from tokmusic.lst_fusion import LSTConfig
+from tokmusic.sampling import SamplingParams
+from tokmusic.stage import Conditioning, Stage, StageConfig
+
+TINY = dict(d_model=32, n_heads=2, encoder_layers=1, decoder_layers=2, d_ff=64, dropout=0.0)
+
+
+def condition(**fields) -> Conditioning:
+    """A Conditioning from the fields this version of tokmusic knows (so the tasks also run on older code)."""
+    known = Conditioning.__dataclass_fields__
+    return Conditioning(**{k: v for k, v in fields.items() if k in known})
+
+
+def fit(stage: Stage, batch, steps: int, lr: float = 1e-2, seed: int = 0) -> float:
+    """Train ``stage`` on ``batch(generator) -> (cond, target)`` with AdamW; the mean loss of the last 20 steps."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    opt = torch.optim.AdamW(stage.parameters(), lr=lr, weight_decay=0.0)
+    stage.train()
+    losses = []
+    for step in range(steps):
+        for group in opt.param_groups:  # short warm-up, then constant
+            group["lr"] = lr * min(1.0, (step + 1) / 20)
+        cond, target = batch(g)
+        loss = stage.loss(cond, target)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(stage.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    stage.eval()
+    return sum(losses[-20:]) / 20
+
+
+def token_stage(source_rate: float, target_rate: float, pattern: str = "delay", codebooks: int = 2, **kw) -> Stage:
+    torch.manual_seed(0)
+    cfg = StageConfig("fine", target_vocab=8, target_codebooks=codebooks, target_rate=target_rate, source_vocab=8,
+                      source_codebooks=codebooks, source_rate=source_rate, pattern=pattern, window=3.0,
+                      overlap=1.0, **{**TINY, **kw})
+    return Stage(cfg)
+
+
+def token_task(rule, source_len: int, batch_size: int = 8, codebooks: int = 2):
+    """Random source tokens [B, K, source_len] -> (conditioning, rule(source))."""
+    def batch(g):
+        source = torch.randint(0, 8, (batch_size, codebooks, source_len), generator=g)
+        cond = condition(source=source, source_valid=torch.ones(batch_size, source_len, dtype=torch.bool))
+        return cond, rule(source)
+    return batch
+
+
+def shift(source, by: int):
+    return torch.cat([torch.zeros_like(source[..., :by]), source[..., :-by]], -1)
+
+
+CHANCE = math.log(8)
+
+
+def test_copy():
+    """fine[t] = coarse[t] over a 3 s window at 50/s (150 steps, delay pattern). Reaches 0.004 (chance 2.08);
+    with cross-attention blind to time: 2.08."""
+    stage = token_stage(50.0, 50.0)
+    loss = fit(stage, token_task(lambda s: s, 150), steps=100)
+    print(f"copy loss {loss:.4f}")
+    assert loss < 0.1 * CHANCE
+    # and generation finds it too, window after window, each prompted by its overlap with the last
+    g = torch.Generator().manual_seed(5)
+    source = torch.randint(0, 8, (1, 2, 150), generator=g)
+    cond = condition(source=source, source_valid=torch.ones(1, 150, dtype=torch.bool))
+    out = stage.generate(cond, 150, prompt=source[0, :, :50], params=SamplingParams(temperature=0.0))
+    assert (out == source[0]).float().mean() > 0.98
+
+
+@pytest.mark.parametrize("pattern", ["parallel", "flatten", "coarse_first"])
+def test_copy_in_every_pattern(pattern):
+    """The same copy in the other codebook patterns (delay is test_copy), 1 s windows. Reaches 0.004 / 0.001 /
+    0.002 (parallel / flatten / coarse_first); blind to time: 2.08 / 1.95 / 2.07."""
+    stage = token_stage(50.0, 50.0, pattern=pattern)
+    loss = fit(stage, token_task(lambda s: s, 50), steps=100)
+    print(f"copy ({pattern}) loss {loss:.4f}")
+    assert loss < 0.1 * CHANCE
+
+
+def test_shifted_copy():
+    """target[t] = source[t - 3]: the stage must look a fixed time back. Reaches 0.004; blind to time: 2.04."""
+    stage = token_stage(50.0, 50.0)
+    loss = fit(stage, token_task(lambda s: shift(s, 3), 150), steps=100)
+    print(f"shifted copy loss {loss:.4f}")
+    assert loss < 0.1 * CHANCE
+
+
+def test_rate_change():
+    """A 25/s source feeding a 50/s target (semantic -> coarse): target[t] = source[t // 2]. Reaches 0.001;
+    blind to time: 1.19."""
+    stage = token_stage(25.0, 50.0, codebooks=1)
+    loss = fit(stage, token_task(lambda s: s.repeat_interleave(2, -1), 75, codebooks=1), steps=100)
+    print(f"rate change loss {loss:.4f}")
+    assert loss < 0.1 * CHANCE
+
+
+def long_term_task(batch_size: int = 8, seconds: float = 20.0, fps: float = 2.0, window: float = 3.0):
+    """A video of noise frames with one marked frame at a random time; a window away from the mark must say
+    whether the mark lies behind it (1) or ahead (0). Only the long-term branch sees the mark, and the window's
+    frames do not appear among the long-term ones, so only the clock tells the window where it is."""
+    n = int(seconds * fps)
+    times = torch.arange(n) / fps
+
+    def batch(g):
+        feats = torch.randn(batch_size, n, 4, generator=g)  # the long-term view
+        marks = torch.randint(4, n - 4, (batch_size,), generator=g)
+        feats[torch.arange(batch_size), marks, 0] = 6.0
+        # the short-term view is other noise: a window cannot find itself among the long-term frames by content
+        short = torch.randn(batch_size, n, 4, generator=g)
+        visual, vtimes, starts, labels = [], [], [], []
+        for b in range(batch_size):
+            mark = float(times[marks[b]])
+            while True:  # a window that does not contain the mark
+                start = float(torch.randint(0, int((seconds - window) * fps) + 1, (1,), generator=g)) / fps
+                if not start - 0.25 <= mark < start + window:
+                    break
+            inside = (times >= start) & (times < start + window)
+            visual.append(short[b, inside])
+            vtimes.append(times[inside] - start)
+            starts.append(start)
+            labels.append(int(mark < start))
+        target = torch.tensor(labels).view(-1, 1, 1)  # one token: with more, teacher forcing gives the rest away
+        cond = condition(visual=torch.stack(visual), visual_times=torch.stack(vtimes).float(),
+                         visual_valid=torch.ones(batch_size, len(vtimes[0]), dtype=torch.bool),
+                         long=feats, long_times=times.float().expand(batch_size, -1),
+                         long_valid=torch.ones(batch_size, n, dtype=torch.bool),
+                         window_start=torch.tensor(starts))
+        return cond, target
+    return batch
+
+
+def test_long_term_branch_knows_where_the_window_is():
+    """Whether a visual event lies behind or ahead of the window (semantic stage, LST on): held-out loss 0.003
+    (chance ln 2 = 0.69); with long-term frames at indices and short-term frames at window times: 0.69."""
+    torch.manual_seed(0)
+    lst = LSTConfig(width=32, n_heads=2, short_layers=1, long_layers=1, fusion_layers=1, long_frames=64)
+    cfg = StageConfig("semantic", target_vocab=2, target_codebooks=1, target_rate=5.0, visual_dim=4, lst=lst,
+                      window=3.0, overlap=1.0, **TINY)
+    stage = Stage(cfg)
+    fit(stage, long_term_task(batch_size=32), steps=150, lr=3e-3)
+    with torch.no_grad():
+        loss = stage.loss(*long_term_task(batch_size=512)(torch.Generator().manual_seed(9))).item()
+    print(f"long-term loss {loss:.4f}")
+    assert loss < 0.1 * math.log(2)
+
+
+def control_task(controls: torch.Tensor, batch_size: int = 32, length: int = 1, hit: float = 0.7):
+    """Class c (control vector c) -> each token is c with probability ``hit``, otherwise uniform over 8.
+
+    One token per window: with more, the tokens already drawn would tell the class without the control."""
+    def batch(g):
+        cls = torch.randint(0, len(controls), (batch_size,), generator=g)
+        noise = torch.randint(0, 8, (batch_size, 1, length), generator=g)
+        keep = torch.rand(batch_size, 1, length, generator=g) < hit
+        target = torch.where(keep, cls.view(-1, 1, 1), noise)
+        return condition(control=controls[cls], control_valid=torch.ones(batch_size, dtype=torch.bool)), target
+    return batch
+
+
+def test_control_token_and_guidance():
+    """Tokens follow the control vector (70 % of them; the best possible loss is 1.09, without the control
+    1.81, chance 2.08; reaches 1.11); guidance at scale 3 picks the control's token more often than scale 1
+    (0.955 vs 0.63). The control token has no time, so this held before cross-attention learned time too."""
+    torch.manual_seed(0)
+    controls = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    cfg = StageConfig("semantic", target_vocab=8, target_codebooks=1, target_rate=25.0, control_dim=8,
+                      control_dropout=0.3, window=1.0, overlap=0.5, **TINY)
+    stage = Stage(cfg)
+    fit(stage, control_task(controls), steps=150)
+    with torch.no_grad():  # the training loss mixes in the dropped controls: score a fresh batch with them
+        loss = stage.loss(*control_task(controls, batch_size=1024)(torch.Generator().manual_seed(9))).item()
+    print(f"control loss {loss:.4f}")
+    assert loss < 1.3
+
+    def hit_rate(scale: float) -> float:
+        g = torch.Generator().manual_seed(3)
+        hits = 0
+        for c in range(4):
+            cond = condition(control=controls[c : c + 1], control_valid=torch.ones(1, dtype=torch.bool))
+            for _ in range(50):
+                out = stage.generate(cond, 1, params=SamplingParams(temperature=1.0, cfg_scale=scale), generator=g)
+                hits += int(out.item() == c)
+        return hits / 200
+
+    plain, guided = hit_rate(1.0), hit_rate(3.0)
+    print(f"control hit rate: scale 1 {plain:.3f}, scale 3 {guided:.3f}")
+    assert guided > plain + 0.1

@@ -1,0 +1,98 @@
+"""Preprocessing: per-chunk control embeddings, and which failures skip an item and which stop the run."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tokmusic.control import tiny_control
+from tokmusic.errors import ConfigError, VideoError
+from tokmusic.training import preprocess as prep
+from tokmusic.training.manifest import ManifestItem
+from tokmusic.training.shards import build_index, finished_keys, open_data_dir
+
+SR = 48_000  # the tiny CLAP's rate (no resampling) and 2 s windows
+
+
+@pytest.fixture(scope="module")
+def control():
+    return tiny_control(seed=0)
+
+
+def noise(seconds: float, seed: int = 1) -> torch.Tensor:
+    return 0.3 * torch.randn(1, round(seconds * SR), generator=torch.Generator().manual_seed(seed))
+
+
+def test_chunks_are_embedded_one_by_one(control):
+    x = noise(5.0)
+    chunks = control.embed_audio_chunks(x, SR, 2.0)
+    assert chunks.dtype == torch.float32 and chunks.shape == (3, 16)
+    # [0, 2) and [2, 4); the last chunk [4, 5) is short, so it is embedded from the last 2 s
+    expected = torch.stack([control.embed_audio(x[:, s : s + 2 * SR], SR) for s in (0, 2 * SR, 3 * SR)])
+    torch.testing.assert_close(chunks, expected, rtol=0, atol=1e-6)
+
+
+def test_chunks_shorter_and_longer_than_the_window(control):
+    x = noise(3.0, seed=2)
+    one_second = control.embed_audio_chunks(x, SR, 1.0)  # repeat-padded to the 2 s window, like embed_audio
+    expected = torch.stack([control.embed_audio(x[:, s * SR : (s + 1) * SR], SR) for s in range(3)])
+    torch.testing.assert_close(one_second, expected, rtol=0, atol=1e-6)
+    whole = control.embed_audio_chunks(x, SR, 5.0)  # one chunk of 3 s: averaged over two windows
+    torch.testing.assert_close(whole, control.embed_audio(x, SR)[None], rtol=0, atol=1e-6)
+    assert control.embed_audio_chunks(noise(0.4), SR, 1.0).shape == (1, 16)
+
+
+@pytest.mark.parametrize("hop", [0, -1.0, float("inf"), True])
+def test_bad_hop(control, hop):
+    with pytest.raises(ConfigError, match="hop"):
+        control.embed_audio_chunks(noise(1.0), SR, hop)
+
+
+# --------------------------------------------------------------------------------------- failures in a run
+
+def items(n):
+    return [ManifestItem(i + 1, Path(f"v{i}.mp4"), None, None, "train") for i in range(n)]
+
+
+def fake_prepare(bug_at=None, bug=None):
+    """prepare_item stand-in: line 2 is bad data, line ``bug_at`` raises ``bug``, the rest succeed."""
+
+    def prepare(pipeline, item, **kw):
+        if item.line == 2:
+            raise VideoError(f"{item.video}: not a video")
+        if item.line == bug_at:
+            raise bug
+        info = {"key": item.key, "line": item.line, "video": str(item.video), "split": "train", "duration": 1.0}
+        return info, {"codes": torch.zeros(2, 50, dtype=torch.int16)}
+
+    return prepare
+
+
+def test_bad_data_is_recorded_and_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(prep, "prepare_item", fake_prepare())
+    data = open_data_dir(tmp_path / "data", {})
+    report = prep.preprocess(None, items(4), data, shard_size=10, progress=False)
+    assert report.done == 3 and [f["reason"] for f in report.failed] == ["VideoError: v1.mp4: not a video"]
+    index = build_index(data)
+    assert [e["line"] for e in index["items"]] == [1, 3, 4] and [f["line"] for f in index["failed"]] == [2]
+
+
+@pytest.mark.parametrize("bug", [RuntimeError("CUDA out of memory"), KeyError("codes"), KeyboardInterrupt()],
+                         ids=lambda e: type(e).__name__)
+def test_anything_else_stops_the_run_after_flushing(tmp_path, monkeypatch, bug):
+    monkeypatch.setattr(prep, "prepare_item", fake_prepare(bug_at=3, bug=bug))
+    data = open_data_dir(tmp_path / "data", {})
+    with pytest.raises(type(bug)):
+        prep.preprocess(None, items(4), data, shard_size=10, progress=False)
+    index = build_index(data)  # line 1 (done) and line 2 (bad) were written; lines 3 and 4 are left for a re-run
+    assert [e["line"] for e in index["items"]] == [1] and [f["line"] for f in index["failed"]] == [2]
+    assert finished_keys(data) == {it.key for it in items(2)}
+
+
+def test_a_bad_hop_fails_before_any_item(tmp_path, monkeypatch):
+    monkeypatch.setattr(prep, "prepare_item", fake_prepare())
+    data = open_data_dir(tmp_path / "data", {})
+    with pytest.raises(ConfigError, match="control_hop"):
+        prep.preprocess(None, items(2), data, progress=False, control_hop=0.0)
+    assert finished_keys(data) == set()
+
