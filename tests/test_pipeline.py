@@ -288,3 +288,11 @@ def test_to_with_a_dtype_only_casts_the_stages():
     pipe = tiny_pipeline(seed=0).to(torch.bfloat16)
     assert pipe.stages["coarse"].head.weight.dtype == torch.bfloat16
     assert next(pipe.codec.model.parameters()).dtype == torch.float32
+
+
+def test_one_generate_probes_the_video_once(pipe, clip):
+    from tokmusic import video
+
+    video._probe.cache_clear()
+    tokmusic.generate(clip, pipeline=pipe, seed=0, seconds=1.0, progress=False)
+    assert video._probe.cache_info().misses == 1

@@ -200,3 +200,11 @@ def test_sample_times():
     assert sample_times(0.0, 3.0, 2.0).tolist() == [0, 0.5, 1, 1.5, 2, 2.5]
     assert sample_times(0.1, 0.4, 10.0).tolist() == pytest.approx([0.1, 0.2, 0.3])
     assert len(sample_times(0.0, 0.01, 2.0)) == 1
+
+
+def test_probe_sees_a_file_replaced_under_the_same_name(tmp_path):
+    path = tmp_path / "v.mp4"
+    make_video(path, 1.0, fps=10, size=(32, 32))
+    assert abs(probe(path).duration - 1.0) < 0.15
+    make_video(path, 2.0, fps=10, size=(32, 32))
+    assert abs(probe(path).duration - 2.0) < 0.15
