@@ -130,6 +130,23 @@ def test_greedy_generation_is_argmax_of_teacher_forced_logits():
     assert torch.equal(logits.argmax(-1)[0], out)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kind", ["semantic", "coarse", "fine"])
+def test_cuda_graph_decoding_changes_no_token(kind, monkeypatch):
+    torch.manual_seed(0)
+    stage = Stage(stage_config(kind)).eval().cuda()
+    cond = conditioning(kind, b=1).to("cuda")
+    prompt = torch.randint(0, stage.cfg.target_vocab, (stage.cfg.target_codebooks, 3), device="cuda")
+    runs = {}
+    for graphs in ("1", "0"):
+        monkeypatch.setenv("TOKMUSIC_CUDA_GRAPHS", graphs)
+        greedy = stage.generate(cond, 20, prompt, SamplingParams(temperature=0.0))
+        sampled = stage.generate(cond, 20, prompt, SamplingParams(temperature=1.0, top_k=8, cfg_scale=2.0),
+                                 torch.Generator("cuda").manual_seed(1))
+        runs[graphs] = greedy, sampled
+    assert torch.equal(runs["1"][0], runs["0"][0]) and torch.equal(runs["1"][1], runs["0"][1])
+
+
 def test_config_errors():
     with pytest.raises(ConfigError, match="kind"):
         StageConfig("loud", target_vocab=4, target_codebooks=1, target_rate=1.0, visual_dim=4)

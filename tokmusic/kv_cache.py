@@ -10,7 +10,9 @@ class KVCache(nn.Module):
     """Preallocated keys and values ``[B, H, max_len, head_dim]`` for one attention layer.
 
     ``update`` writes new keys/values after the ones already held and returns views of everything so far;
-    nothing is reallocated during generation.
+    ``write`` puts them at slots given by a tensor and returns the whole buffers (the caller masks the slots not
+    yet written), so a decode step has the same shapes every time and can be captured in a CUDA graph. Nothing
+    is reallocated during generation.
     """
 
     def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, *, dtype: torch.dtype, device=None):
@@ -36,3 +38,10 @@ class KVCache(nn.Module):
         self.v[:, :, self.size : self.size + n] = v
         self.size += n
         return self.k[:, :, : self.size], self.v[:, :, : self.size]
+
+    def write(self, k: torch.Tensor, v: torch.Tensor, at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Put ``k, v: [B, H, n, head_dim]`` at slots ``at`` (Long ``[n]``, on the cache's device); return the
+        whole buffers ``[B, H, max_len, head_dim]``."""
+        self.k.index_copy_(2, at, k)
+        self.v.index_copy_(2, at, v)
+        return self.k, self.v

@@ -15,6 +15,7 @@ input at time t for every pattern, window and rate. The control token has no tim
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
 
@@ -56,6 +57,36 @@ def decode_threads(d_model: int, device: torch.device) -> Iterator[None]:
     finally:
         if single:
             torch.set_num_threads(before)
+
+
+def cuda_graphs_enabled() -> bool:
+    """Whether decoding on a GPU replays each step from a CUDA graph: opt in with ``TOKMUSIC_CUDA_GRAPHS=1``
+    (off by default until its speed and its token-for-token agreement with eager decoding have been measured on
+    a GPU: ``tests/test_stage.py::test_cuda_graph_decoding_changes_no_token``)."""
+    return os.environ.get("TOKMUSIC_CUDA_GRAPHS", "0") == "1"
+
+
+def capture(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """``fn`` (no arguments; reads and writes only tensors that outlive it) recorded once as a CUDA graph; the
+    returned function replays it and returns its output tensor (overwritten by the next replay).
+
+    A decode step is hundreds of small kernels; replaying them as one graph removes the launch cost of each.
+    """
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up outside the graph (allocations, kernel selection)
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return out
+
+    return replay
 
 
 @dataclass
@@ -327,18 +358,32 @@ class Stage(nn.Module):
         positions = torch.arange(first + 1, device=device).expand(rows, -1)
         h = self.decoder.step(self.embed_targets(inputs[None].expand(rows, -1, -1)), positions, state,
                               times[: first + 1].expand(rows, -1))[:, -1:]
+
+        def mixed(h: torch.Tensor) -> torch.Tensor:  # [rows, 1, D] -> logits [K, V], guided, in float32
+            logits = self.logits_of(h)[:, :, 0].float()
+            return guide(logits[0], logits[1], params.cfg_scale) if guided else logits[0]
+
+        # one decode step with fixed shapes: column [K] in, logits [K, V] out, for cache slot at [1]
+        column, at = seq[:, 0].clone(), torch.zeros(1, dtype=torch.long, device=device)
+
+        def step() -> torch.Tensor:
+            x = self.embed_targets(column.view(1, k_, 1).expand(rows, -1, -1))
+            return mixed(self.decoder.step_at(x, at, state, times.index_select(0, at).expand(rows, 1)))
+
+        if steps - first > 1 and device.type == "cuda" and cuda_graphs_enabled():
+            at.fill_(first + 1)
+            step = capture(step)
+        sampled_at = need.tolist()  # which steps sample anything: decided once, on the host
+        todo = todo.to(device)
+        logits = mixed(h)
         with decode_threads(cfg.d_model, device):
             for s in range(first, steps):
-                ks = todo[:, s].nonzero().squeeze(1)
-                if len(ks):
-                    logits = self.logits_of(h)[:, :, 0].float()  # [rows, K, V]; guidance mixes in float32
-                    logits = guide(logits[0], logits[1], params.cfg_scale) if guided else logits[0]
-                    ks = ks.to(device)
-                    seq[ks, s] = sample(logits[ks], params, generator)
+                if sampled_at[s]:
+                    seq[:, s] = torch.where(todo[:, s], sample(logits, params, generator), seq[:, s])
                 if on_step is not None:
                     on_step(1)
                 if s + 1 < steps:
-                    column = seq[:, s].view(1, k_, 1).expand(rows, -1, -1)
-                    h = self.decoder.step(self.embed_targets(column), torch.full((rows, 1), s + 1, device=device),
-                                          state, times[s + 1].expand(rows, 1))
+                    column.copy_(seq[:, s])
+                    at.fill_(s + 1)
+                    logits = step()
         return self.pattern.revert(seq[None])[0]

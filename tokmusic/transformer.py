@@ -101,17 +101,19 @@ class Attention(nn.Module):
         is_causal: bool = False,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: KVCache | None = None,
+        cache_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x ``[B, S, D]`` at ``rope`` (its queries' positions). Self-attention without ``memory_kv``;
         cross-attention to ``memory_kv`` (from ``memory_kv()``) with it. mask broadcastable to
-        ``[B, H, S, keys]``, True where attention is allowed."""
+        ``[B, H, S, keys]``, True where attention is allowed. With ``cache``, new keys go after the cached ones,
+        or to the slots ``cache_at`` when given."""
         q = self.heads(self.q(x))
         if memory_kv is None:
             k, v = self.project_kv(x)
             if rope is not None:
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
-                k, v = cache.update(k, v)
+                k, v = cache.update(k, v) if cache_at is None else cache.write(k, v, cache_at)
         else:
             k, v = memory_kv
             if rope is not None:
@@ -141,9 +143,10 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, *, self_mask=None, is_causal=False, rope=None, cache=None,
+    def forward(self, x, *, self_mask=None, is_causal=False, rope=None, cache=None, cache_at=None,
                 memory_kv=None, memory_mask=None, cross_rope=None):
-        x = x + self.drop(self.self_attn(self.norm1(x), mask=self_mask, is_causal=is_causal, rope=rope, cache=cache))
+        x = x + self.drop(self.self_attn(self.norm1(x), mask=self_mask, is_causal=is_causal, rope=rope, cache=cache,
+                                         cache_at=cache_at))
         if self.cross:
             h = self.norm2(x)
             x = x + self.drop(self.cross_attn(h, memory_kv=memory_kv, mask=memory_mask, rope=cross_rope))
@@ -233,6 +236,23 @@ class Transformer(nn.Module):
         for layer, cache, kv in zip(self.layers, state.caches, state.memory_kv):
             x = layer(x, self_mask=mask, rope=rope, cache=cache, memory_kv=kv, memory_mask=state.memory_mask,
                       cross_rope=cross_rope)
+        return self.norm(x)
+
+    def step_at(self, x: torch.Tensor, at: torch.Tensor, state: "DecodeState",
+                cross_positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode one step ``x [B, 1, D]`` at cache slot and position ``at`` (Long ``[1]`` on x's device): the
+        same as ``step``, but every shape is fixed (attention covers the whole cache, masked past ``at``), so a
+        caller can capture it in a CUDA graph and replay it with a new ``at``. Leaves ``state.size`` as it was."""
+        b = x.shape[0]
+        slots = torch.arange(state.caches[0].max_len, device=x.device)
+        mask = (slots <= at)[None, None, None, :]
+        rope = self.rope(at.float().expand(b, 1))
+        cross_rope = None
+        if state.timed:
+            cross_rope = rope if cross_positions is None else self.rope(cross_positions)
+        for layer, cache, kv in zip(self.layers, state.caches, state.memory_kv):
+            x = layer(x, self_mask=mask, rope=rope, cache=cache, cache_at=at, memory_kv=kv,
+                      memory_mask=state.memory_mask, cross_rope=cross_rope)
         return self.norm(x)
 
 
