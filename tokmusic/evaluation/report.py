@@ -180,10 +180,10 @@ def _check_arguments(args: dict) -> None:
         value = args[name]
         if not isinstance(value, (str, os.PathLike)) and not (value is None and name in ("videos", "prompts")):
             raise ConfigError(f"evaluate: {name} must be a folder path, got {shown(value)}")
-    for name, field in (("embedder", Field(str)), ("classifier", Field(str)), ("visual_embedder", Field(str)),
-                        ("k", size()), ("tolerance", positive()), ("progress", Field(bool)),
-                        ("device", Field(str, null=True))):
-        check(args[name], field, "evaluate", name)
+    for name, rule in (("embedder", Field(str)), ("classifier", Field(str)), ("visual_embedder", Field(str)),
+                       ("k", size()), ("tolerance", positive()), ("progress", Field(bool)),
+                       ("device", Field(str, null=True))):
+        check(args[name], rule, "evaluate", name)
 
 
 def _clip_summary(clip: ClipResult, classifier) -> dict:
