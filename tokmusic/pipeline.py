@@ -193,7 +193,8 @@ class Pipeline:
             if problems:
                 raise CheckpointError(f"{stage_dirs[name] / 'config.json'} cannot be the {name!r} stage of this "
                                       "pipeline: " + "; ".join(problems))
-        stages = {name: load_stage(stage_dirs[name], kind=name, cfg=configs[name]) for name in STAGES}
+        # each stage's kind was checked above, with the pipeline.json key that names it
+        stages = {name: load_stage(stage_dirs[name], cfg=configs[name]) for name in STAGES}
         try:
             return cls(visual_encoder=parts["visual"], codec=parts["codec"], control=parts["control"],
                        semantic_tokenizer=parts["semantic_tokenizer"], stages=stages, fps=meta.get("fps", 2.0))
