@@ -30,11 +30,10 @@ from __future__ import annotations
 
 import json
 import math
-from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 from tokmusic.training.cli import RecipeParser, run
+from tokmusic.training.clip_writer import write_av
 
 SAMPLE_RATE = 16000
 # Known-answer corpus: class k is background COLOURS[k] and the tone TONES_HZ[k] (multiples of 50 Hz).
@@ -42,35 +41,6 @@ COLOURS = ((20, 40, 160), (240, 220, 40), (200, 30, 30), (40, 190, 70), (150, 60
 TONES_HZ = (200.0, 300.0, 500.0, 800.0, 350.0, 1000.0)
 AMPLITUDE = 0.3
 JITTER = 24  # each segment's colour moves by up to this much per channel: no two clips look the same
-
-
-def _write_av(path: Path, frames: int, image: Callable[[int], "object"], wave, fps: int, size: int,
-              sample_rate: int, audio_codec: str = "aac") -> None:
-    """Write ``frames`` pictures ``image(i)`` (uint8 [size, size, 3]) at ``fps`` and the mono float32 ``wave``."""
-    import av
-
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.width = video.height = size
-        video.pix_fmt = "yuv420p"
-        video.options = {"preset": "ultrafast"}
-        audio = container.add_stream(audio_codec, rate=sample_rate)
-        audio.layout = "mono"
-        for i in range(frames):
-            for packet in video.encode(av.VideoFrame.from_ndarray(image(i), format="rgb24")):
-                container.mux(packet)
-        for packet in video.encode(None):
-            container.mux(packet)
-        frame = av.AudioFrame.from_ndarray(wave[None], format="fltp", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = sample_rate, 0, Fraction(1, sample_rate)
-        resampler = av.AudioResampler(format=audio.codec_context.format, layout="mono", rate=sample_rate,
-                                      frame_size=audio.codec_context.frame_size or 1024)
-        for out in resampler.resample(frame) + resampler.resample(None):
-            out.pts = None
-            for packet in audio.encode(out):
-                container.mux(packet)
-        for packet in audio.encode(None):
-            container.mux(packet)
 
 
 def _square(img, i: int, size: int) -> None:
@@ -93,7 +63,7 @@ def write_clip(path: Path, seconds: float, seed: int, fps: int = 8, size: int = 
 
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     wave = 0.3 * np.sin(2 * math.pi * notes[t.astype(int)] * t).astype(np.float32)
-    _write_av(path, int(seconds * fps), image, wave, fps, size, sample_rate)
+    write_av(path, int(seconds * fps), image, wave, fps, size, sample_rate)
 
 
 def segment_classes(seconds: float, segment: float, classes: int, seed: int) -> list[int]:
@@ -133,7 +103,7 @@ def write_class_clip(path: Path, labels: list[int], seconds: float, segment: flo
     t = np.arange(round(seconds * sample_rate)) / sample_rate
     freq = np.asarray(TONES_HZ)[np.asarray(labels)[np.minimum((t / segment + 1e-9).astype(int), len(labels) - 1)]]
     wave = (AMPLITUDE * np.sin(2 * math.pi * freq * t)).astype(np.float32)
-    _write_av(path, round(seconds * fps), image, wave, fps, size, sample_rate, audio_codec="alac")
+    write_av(path, round(seconds * fps), image, wave, fps, size, sample_rate, audio_codec="alac")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -133,3 +133,60 @@ def test_refused_directories(control, tmp_path):
         from_config({"type": "clap", "dim": 512}, other)
     with pytest.raises(CheckpointError, match="local directory"):
         ClapControl.from_pretrained("laion/clap-htsat-unfused")
+
+
+# --- sentence_audio: frozen MiniLM text tower + a trained audio tower -------------------------------------
+
+@pytest.fixture(scope="module")
+def sentence():
+    from tokmusic.sentence_control import sentence_audio_control
+
+    return sentence_audio_control(8_000, seed=0, window_seconds=2.0, width=32)
+
+
+def test_sentence_text_embeddings(sentence):
+    assert isinstance(sentence, ControlEmbedder) and sentence.dim == 384
+    e = sentence.embed_text(["a fast Bach chorale played on church organ", "a quick baroque chorale on a pipe organ",
+                             "rain on a tin roof at night"])
+    assert e.dtype == torch.float32 and e.shape == (3, 384)
+    torch.testing.assert_close(e.norm(dim=1), torch.ones(3))
+    assert float(e[0] @ e[1]) > float(e[0] @ e[2]) + 0.3  # the real MiniLM: paraphrases are near
+    torch.testing.assert_close(sentence.embed_text("rain on a tin roof at night")[0], e[2], rtol=0, atol=1e-6)
+    with pytest.raises(ConfigError, match="prompt is empty; pass None for no prompt"):
+        sentence.embed_text(["ok", "  "])
+    with pytest.raises(ConfigError, match="non-empty list"):
+        sentence.embed_text([])
+
+
+def test_sentence_audio_embeddings(sentence):
+    x = noise(8_000 * 5, channels=1)  # 5 s with 2 s windows: windows at 0, 1.5 s and 3 s
+    a = sentence.embed_audio(x, 8_000)
+    assert a.shape == (384,) and a.norm().item() == pytest.approx(1.0, abs=1e-6)
+    windows = torch.stack([sentence.embed_audio(x[:, s : s + 16_000], 8_000) for s in (0, 12_000, 24_000)])
+    torch.testing.assert_close(a, torch.nn.functional.normalize(windows.mean(0), dim=0), rtol=0, atol=1e-5)
+    chunks = sentence.embed_audio_chunks(x, 8_000, 1.5)  # 4 chunks, the last from the final 1.5 s
+    assert chunks.shape == (4, 384)
+    torch.testing.assert_close(chunks[3], sentence.embed_audio(x[:, -12_000:], 8_000), rtol=0, atol=1e-5)
+    assert sentence.embed_audio(noise(50, channels=1), 16_000).shape == (384,)  # shorter than the STFT: repeated
+    with pytest.raises(ConfigError, match="NaN or infinite"):
+        sentence.embed_audio(torch.full((1, 100), float("nan")), 8_000)
+
+
+def test_sentence_save_load_identical(sentence, tmp_path):
+    sentence.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads(json.dumps(sentence.to_config()))
+    assert config == {"type": "sentence_audio", "dim": 384, "sample_rate": 8_000}
+    loaded = from_config(config, tmp_path)
+    x = noise(20_000)
+    assert torch.equal(loaded.embed_audio(x, 16_000), sentence.embed_audio(x, 16_000))
+    assert torch.equal(loaded.embed_text(PROMPTS), sentence.embed_text(PROMPTS))
+    with pytest.raises(CheckpointError, match="sample_rate=8000"):
+        from_config({"type": "sentence_audio", "sample_rate": 16_000}, tmp_path)
+    files = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**files, "audio_tower": {**files["audio_tower"], "width": 64}}))
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        from_config(config, tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**files, "audio_tower": {**files["audio_tower"], "width": -1}}))
+    with pytest.raises(ConfigError, match="width"):
+        from_config(config, tmp_path)

@@ -171,3 +171,17 @@ def test_section_change_between_two_contrasting_parts():
     boundary = a.size / SR
     assert s.sections.size == 1 and abs(s.sections[0] - boundary) <= 0.4, s.sections
     assert s.key is not None
+
+
+def test_pause_ends_finds_where_the_music_resumes_after_each_breath():
+    from tokmusic.evaluation.structure import pause_ends
+
+    # three phrases of a sustained chord, with 0.4 s and 0.3 s breaths; a 0.05 s dip is not a pause
+    phrase = np.concatenate([note(60, 2.0, decay=5.0) + note(64, 2.0, decay=5.0)])
+    gap = lambda s: np.zeros(int(s * SR))  # noqa: E731
+    x = np.concatenate([gap(0.5), phrase, gap(0.4), phrase[: SR], gap(0.05), phrase[SR:], gap(0.3), phrase, gap(0.5)])
+    ends = pause_ends(torch.from_numpy(x.astype(np.float32)), SR)
+    expected = [0.5 + 2.0 + 0.4, 0.5 + 2.0 + 0.4 + 2.0 + 0.05 + 0.3]
+    assert ends.shape == (2,)
+    np.testing.assert_allclose(ends, expected, atol=0.03)
+    assert pause_ends(torch.zeros(SR), SR).size == 0  # silence has no phrase to resume

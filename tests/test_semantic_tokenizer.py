@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -14,6 +15,8 @@ from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 from tokmusic.errors import CheckpointError, ConfigError
 from tokmusic.fileio import save_tensors
 from tokmusic.semantic_tokenizer import SemanticTokenizer, from_config, tiny_semantic_tokenizer
+from tokmusic.spectral_tokenizer import SpectralTokenizer, spectral_tokenizer
+from tokmusic.training.kmeans import fit_kmeans
 
 ONE_PASS = 1e6  # chunk_seconds longer than any test signal
 
@@ -187,3 +190,87 @@ def test_wav2vec2_with_preprocessor_settings(tmp_path):
     x = noise(24_000 + 3)
     assert tok.tokenize(x, 24_000).shape == (50,)
     assert torch.equal(tok.tokenize(3 * x, 24_000), tok.tokenize(x, 24_000))  # normalised input
+
+
+# -- the model-free "spectral_kmeans" backend -----------------------------------------------------------------
+def chord(pitches: tuple[float, ...], seconds: float = 2.0, rate: int = 16_000) -> torch.Tensor:
+    t = torch.arange(round(seconds * rate)) / rate
+    return sum(0.2 * torch.sin(2 * math.pi * 440.0 * 2 ** ((p - 69) / 12) * t) for p in pitches)[None]
+
+
+@pytest.fixture(scope="module")
+def spectral():
+    return spectral_tokenizer(16, seed=0)
+
+
+def test_spectral_properties(spectral):
+    assert (spectral.sample_rate, spectral.frame_rate, spectral.stride, spectral.vocab_size) == (16_000, 25.0, 640, 16)
+    assert spectral.dim == 12 + 32 + 1 + 1
+    assert spectral_tokenizer(0, n_mels=24, onset=False).dim == 37
+
+
+@pytest.mark.parametrize("rate", [16_000, 44_100, 8_000])
+@pytest.mark.parametrize("n", [0, 1, 319, 320, 640, 959, 16_000 * 2 + 17])
+def test_spectral_token_count(spectral, rate, n):
+    expected = (2 * n * 25 + rate) // (2 * rate)  # round(n * 25 / rate), halves up: as SemanticTokenizer
+    assert spectral.num_tokens(n, rate) == expected
+    x = noise(n, channels=2)
+    feats = spectral.features(x, rate)
+    assert feats.dtype == torch.float32 and feats.shape == (expected, spectral.dim)
+    assert bool(torch.isfinite(feats).all())
+    ids = spectral.tokenize(x, rate)
+    assert ids.dtype == torch.long and ids.shape == (expected,)
+
+
+def test_spectral_chroma_of_a4_peaks_at_a(spectral):
+    feats = spectral.features(chord((69,)), 16_000)  # A4 = 440 Hz
+    chroma = feats[5:-5, :12]  # away from the edges
+    assert (chroma.argmax(1) == 9).all()  # row 0 = C, so A = 9
+    assert torch.allclose(chroma.norm(dim=1), torch.ones(len(chroma)), atol=1e-5)
+    silent = spectral.features(torch.zeros(1, 16_000), 16_000)
+    assert torch.equal(silent[:, :12], torch.zeros(25, 12))  # silence has no pitch class
+
+
+def test_spectral_kmeans_tells_two_chords_apart(spectral):
+    c_major, f_sharp_major = chord((60, 64, 67)), chord((66, 70, 73))
+    frames = torch.cat([spectral.features(c_major, 16_000)[3:-3], spectral.features(f_sharp_major, 16_000)[3:-3]])
+    fitted = spectral.with_centroids(fit_kmeans(frames, 2, iterations=20, seed=0))
+    a, b = fitted.tokenize(c_major, 16_000)[3:-3], fitted.tokenize(f_sharp_major, 16_000)[3:-3]
+    assert len(a.unique()) == 1 and len(b.unique()) == 1 and int(a[0]) != int(b[0])
+
+
+def test_spectral_save_load_round_trip(spectral, tmp_path):
+    spectral.save(tmp_path)
+    config = spectral.to_config()
+    assert config == {"type": "spectral_kmeans", "sample_rate": 16_000, "frame_rate": 25, "n_mels": 32,
+                      "onset": True, "vocab_size": 16, "dim": 46}
+    loaded = from_config(json.loads(json.dumps(config)), tmp_path)
+    assert isinstance(loaded, SpectralTokenizer) and loaded.to_config() == config
+    assert torch.equal(loaded.centroids, spectral.centroids)
+    x = noise(20_000)
+    assert torch.equal(loaded.tokenize(x, 16_000), spectral.tokenize(x, 16_000))
+    with pytest.raises(CheckpointError, match="vocab_size"):
+        from_config({**config, "vocab_size": 8}, tmp_path)
+    with pytest.raises(ConfigError, match="n_melz"):
+        from_config({**config, "n_melz": 8}, tmp_path)
+
+
+def test_spectral_tokenizer_in_a_pipeline(tmp_path):
+    from tokmusic.audio import save_audio
+    from tokmusic.pipeline import Pipeline
+    from tokmusic.testing import tiny_pipeline
+    from tokmusic.training.manifest import ManifestItem
+    from tokmusic.training.semantic_fit import collect_frames, with_centroids
+
+    tiny = tiny_pipeline(seed=0)  # its semantic stage: 32 ids at 25/s
+    pipe = Pipeline(visual_encoder=tiny.visual_encoder, codec=tiny.codec, stages=tiny.stages, control=tiny.control,
+                    semantic_tokenizer=spectral_tokenizer(32), fps=tiny.fps)
+    save_audio(tmp_path / "m.wav", chord((60, 64, 67), 3.0), 16_000)
+    item = ManifestItem(1, tmp_path / "m.wav", None, None, "train")
+    frames, failed = collect_frames(pipe.semantic_tokenizer, [item], 50)
+    assert not failed and frames.shape == (50, 46)
+    fitted = with_centroids(pipe, fit_kmeans(frames, 8, iterations=5))  # vocabulary 32 -> 8: stages resized
+    assert fitted.stages["semantic"].cfg.target_vocab == 8 and fitted.stages["coarse"].cfg.source_vocab == 8
+    fitted.save_pretrained(tmp_path / "p")
+    loaded = Pipeline.from_pretrained(tmp_path / "p")
+    assert isinstance(loaded.semantic_tokenizer, SpectralTokenizer) and loaded.semantic_tokenizer.vocab_size == 8

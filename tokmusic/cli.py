@@ -42,7 +42,7 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run_generate(args: argparse.Namespace) -> int:
     from .fileio import check_output
-    from .default import DEFAULT_PIPELINE_NOTE, generate
+    from .default import BUNDLE_DIR, DEFAULT_PIPELINE_NOTE, NO_BUNDLE_NOTE, generate
     from .video import probe
 
     video = Path(args.video)
@@ -56,9 +56,10 @@ def _run_generate(args: argparse.Namespace) -> int:
     sampling = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "cfg_scale") if getattr(args, k) is not None}
     probe(video)  # a bad video is reported before anything else
     if args.pipeline is None:
-        print(f"tokmusic: note: {DEFAULT_PIPELINE_NOTE} (--pipeline DIR)", file=sys.stderr)
+        note = DEFAULT_PIPELINE_NOTE if (BUNDLE_DIR / "pipeline.json").is_file() else NO_BUNDLE_NOTE
+        print(f"tokmusic: note: {note}; --pipeline DIR uses another", file=sys.stderr)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="no trained default pipeline")
+        warnings.filterwarnings("ignore", message="the default pipeline's bundle is missing")
         music = generate(video, args.prompt, pipeline=args.pipeline, seed=args.seed, seconds=args.seconds,
                          progress=not args.quiet, **sampling)
     if suffix in AUDIO_SUFFIXES:

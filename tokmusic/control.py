@@ -240,6 +240,16 @@ REGISTRY = Registry("control")
 REGISTRY.register(CONFIG_TYPE, ClapControl.load, {"dim": size(), "sample_rate": size()})
 
 
+def _load_sentence_audio(directory: Path, config: dict) -> ControlEmbedder:
+    from .sentence_control import SentenceAudioControl  # imported when used: it imports this module
+
+    return SentenceAudioControl.load(directory, config)
+
+
+# frozen MiniLM text encoder + a trained audio tower (sentence_control.py)
+REGISTRY.register("sentence_audio", _load_sentence_audio, {"dim": size(), "sample_rate": size()})
+
+
 def from_config(config: dict, directory: Path | None, *, where: str | None = None, key: str = "") -> ControlEmbedder:
     """Rebuild an embedder from to_config() output and the `directory` save() wrote; errors name `where` and `key`."""
     return REGISTRY.load(config, directory, where=where, key=key)

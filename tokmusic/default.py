@@ -9,31 +9,45 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 from .errors import ConfigError
 from .music import Music
 from .pipeline import Pipeline
 from .schema import check_generate_arguments, shown
 
+# The demo bundle: a whole pipeline trained on tokmusic's demo world (recipes/build_demo.py). Its trained parts
+# are safetensors in this folder; the pretrained ones (EfficientNet-Lite0, MiniLM) are read from their packages.
+BUNDLE_DIR = Path(__file__).resolve().parent / "pretrained" / "demo"
 _DEFAULT: Pipeline | None = None
 DEFAULT_PIPELINE_NOTE = (
-    "no trained default pipeline is bundled yet: using tokmusic.testing.tiny_pipeline() (random weights, "
-    "noise-like music); pass a trained pipeline directory for real music"
+    "the default pipeline is the demo bundle: trained on soundfont-rendered Bach chorales paired with photographs "
+    "(a demo world, not a general music model)"
+)
+NO_BUNDLE_NOTE = (
+    f"the default pipeline's bundle is missing ({BUNDLE_DIR}; build it with recipes/build_demo.py --install): "
+    "using tokmusic.testing.tiny_pipeline() (random weights, noise-like music); pass a trained pipeline directory"
 )
 
 
 def default_pipeline() -> Pipeline:
-    """The bundled default pipeline.
+    """The bundled default pipeline, loaded on first use and kept for the life of the process.
 
-    No trained bundle ships yet, so this is ``tokmusic.testing.tiny_pipeline()``: random weights, real
-    components. Its music is noise-like; it exercises the whole path end to end.
+    It is the demo bundle (``tokmusic/pretrained/demo``): a whole pipeline trained on the demo world of
+    ``recipes/demo_corpus.py`` by ``recipes/build_demo.py``. It writes music in that world's style (Bach
+    chorales on a General MIDI piano or organ whose tempo follows the camera's motion and whose phrases follow
+    the cuts); for music of the real world, pass a pipeline trained on real music. If the bundle is missing,
+    this is ``tokmusic.testing.tiny_pipeline()`` with a warning.
     """
     global _DEFAULT
     if _DEFAULT is None:
-        from .testing import tiny_pipeline
+        if (BUNDLE_DIR / "pipeline.json").is_file():
+            _DEFAULT = Pipeline.from_pretrained(BUNDLE_DIR)
+        else:
+            from .testing import tiny_pipeline
 
-        warnings.warn(DEFAULT_PIPELINE_NOTE, stacklevel=3)
-        _DEFAULT = tiny_pipeline(seed=0)
+            warnings.warn(NO_BUNDLE_NOTE, stacklevel=3)
+            _DEFAULT = tiny_pipeline(seed=0)
     return _DEFAULT
 
 
@@ -56,4 +70,4 @@ def generate(video: str | os.PathLike, prompt: str | None = None, *, pipeline=No
     return pipe.generate(video, prompt, seed=seed, seconds=seconds, progress=progress, **sampling)
 
 
-__all__ = ["generate", "default_pipeline", "DEFAULT_PIPELINE_NOTE"]
+__all__ = ["generate", "default_pipeline", "BUNDLE_DIR", "DEFAULT_PIPELINE_NOTE"]

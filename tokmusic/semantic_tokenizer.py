@@ -337,3 +337,9 @@ def tiny_semantic_tokenizer(seed: int = 0) -> SemanticTokenizer:
     feats = tokenizer.features(signal, 16_000)  # [50, 32]
     pick = torch.randperm(feats.shape[0], generator=generator)[:32]
     return tokenizer.with_centroids(feats[pick])
+
+
+# The model-free backend (chroma + log-mel frames) lives in its own module and registers itself here.
+from .spectral_tokenizer import register as _register_spectral  # noqa: E402
+
+_register_spectral(REGISTRY)

@@ -332,9 +332,19 @@ REGISTRY.register("clip", CLIPVisualEncoder.load, {
     "image_std": array(positive(), 3), "pretrained": Field(str),  # a name or path, when there is no directory
 }, needs_directory=False)
 REGISTRY.register("motion", MotionEncoder.load, {"size": size(4096), "grid": size(4096)}, needs_directory=False)
+REGISTRY.register("efficientnet_lite0", lambda directory, config: _efficientnet().load(directory, config), {
+    "size": Field(int, 32, 1024), "grid": size(32), "image_mean": array(number(), 3),
+    "image_std": array(positive(), 3),
+}, needs_directory=False)  # weights read from the installed package (efficientnet_encoder.py)
 REGISTRY.register("concat", ConcatEncoder.load, {
     "members": array(Field(dict, part=REGISTRY), min_length=1, required=True),
 }, needs_directory=False)
+
+
+def _efficientnet():
+    from .efficientnet_encoder import EfficientNetEncoder  # imported when used: it imports this module
+
+    return EfficientNetEncoder
 
 
 def from_config(config: dict, directory: Path | None = None, *, where: str | None = None,

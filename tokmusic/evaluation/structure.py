@@ -127,3 +127,30 @@ def analyze_music(waveform, sample_rate: int, sections: bool = True) -> MusicStr
         envelope=env,
         fps=fps,
     )
+
+
+def pause_ends(waveform, sample_rate: int, min_seconds: float = 0.2, floor_db: float = -25.0,
+               hop_seconds: float = 0.02) -> np.ndarray:
+    """Times (s) where the music resumes after a pause: a run of at least ``min_seconds`` whose level stays
+    ``floor_db`` below the clip's loud level (its 90th-percentile frame RMS), ending before the clip does.
+
+    A phrase that ends with a breath and a next phrase that starts after it give one time: the restart.
+    """
+    x = to_mono(waveform).double()
+    hop = max(1, int(round(hop_seconds * sample_rate)))
+    frames = x.shape[0] // hop
+    if frames < 2:
+        return np.zeros(0)
+    rms = x[: frames * hop].view(frames, hop).pow(2).mean(dim=1).sqrt().numpy()
+    level = 20 * np.log10(np.maximum(rms, 1e-10))
+    quiet = level < np.percentile(level, 90) + floor_db
+    need = max(1, int(round(min_seconds / hop_seconds)))
+    ends, run = [], 0
+    for i, q in enumerate(quiet):
+        if q:
+            run += 1
+            continue
+        if run >= need and i - run > 0:  # a pause inside the clip, not the lead-in
+            ends.append(i * hop / sample_rate)
+        run = 0
+    return np.asarray(ends, dtype=np.float64)

@@ -1,0 +1,48 @@
+"""The default pipeline: the demo bundle in tokmusic/pretrained/demo, loaded once and lazily."""
+
+import json
+
+import pytest
+import torch
+
+import tokmusic
+from tokmusic import default
+
+from media import make_video
+
+BUNDLE = default.BUNDLE_DIR
+pytestmark = pytest.mark.skipif(not (BUNDLE / "pipeline.json").is_file(),
+                                reason="no demo bundle installed (recipes/build_demo.py --install)")
+
+
+def test_bundle_is_safetensors_and_json_within_30_mb():
+    files = [f for f in BUNDLE.rglob("*") if f.is_file()]
+    assert (BUNDLE / "pipeline.json").is_file()
+    assert {f.suffix for f in files} <= {".json", ".safetensors"}  # no pickles, nothing else
+    assert sum(f.stat().st_size for f in files) <= 30 * 1024 * 1024
+    config = json.loads((BUNDLE / "pipeline.json").read_text())
+    # the pretrained parts are read from their packages, not copied into the bundle
+    assert [m["type"] for m in config["visual"]["members"]] == ["efficientnet_lite0", "motion"]
+    assert config["control"]["type"] == "sentence_audio"
+    assert not list((BUNDLE / "visual").rglob("*.safetensors"))
+
+
+def test_generate_without_a_pipeline_uses_the_bundle_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(default, "_DEFAULT", None)
+    loads = []
+    real = tokmusic.Pipeline.from_pretrained.__func__
+
+    def counting(cls, path, *a, **k):
+        loads.append(path)
+        return real(cls, path, *a, **k)
+
+    monkeypatch.setattr(tokmusic.Pipeline, "from_pretrained", classmethod(counting))
+    clip = make_video(tmp_path / "clip.mp4", 2.0, fps=8, size=(64, 64))
+    first = tokmusic.generate(clip, seed=0, progress=False)
+    second = tokmusic.generate(clip, "a slow Bach chorale played on piano", seed=0, progress=False)
+    assert loads == [BUNDLE]  # loaded on first use, kept after
+    for music in (first, second):
+        assert music.sample_rate == 16000
+        assert music.waveform.shape == (1, 32000)
+        assert torch.isfinite(music.waveform).all() and music.waveform.abs().max() > 1e-3
+    assert not torch.equal(first.waveform, second.waveform)  # the prompt changes the music

@@ -1,0 +1,42 @@
+"""benchmarks/known_answer.py: its measures on answers that are known."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("known_answer", ROOT / "benchmarks" / "known_answer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fold_tempo_puts_octave_errors_back_in_range(bench):
+    assert bench.fold_tempo(55.0) == 110.0
+    assert bench.fold_tempo(260.0) == 130.0
+    assert bench.fold_tempo(90.0) == 90.0
+    assert bench.fold_tempo(140.0) == 70.0  # the range is [60, 140)
+    assert np.isnan(bench.fold_tempo(0.0))  # no pulse found
+
+
+def test_spearman_matches_known_rank_correlations(bench):
+    x = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert bench.spearman(x, [10, 20, 30, 40, 50]) == pytest.approx(1.0)
+    assert bench.spearman(x, [5, 4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert bench.spearman(x, [1, 2, 3, 5, 4]) == pytest.approx(0.9)  # 1 - 6*2/(5*24)
+    # the NaN pair is dropped; the tie shares rank 0.5: r = -4.5 / sqrt(5 * 4.5)
+    assert bench.spearman([1, 2, float("nan"), 3, 4], [3, 2, 9, 1, 1]) == pytest.approx(-0.9486833, abs=1e-6)
+    assert np.isnan(bench.spearman([1, 2], [1, 2]))
+
+
+def test_derangement_moves_every_clip(bench):
+    for seed in range(20):
+        p = bench.derangement(7, seed)
+        assert sorted(p) == list(range(7)) and all(i != j for i, j in enumerate(p))
+    assert bench.derangement(7, 3) == bench.derangement(7, 3)

@@ -1,0 +1,125 @@
+"""Fitting the sentence_audio control: the loss, crops, a known-answer fit (slow vs fast clicks) and with_control."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import math
+
+import pytest
+import torch
+
+from tokmusic.errors import DataError
+from tokmusic.sentence_control import sentence_audio_control
+from tokmusic.training.control_fit import contrastive_loss, fit_audio_tower, random_crops, retrieval, with_control
+
+SR = 8_000
+CAPTIONS = ("a slow piece", "a fast piece")
+
+
+def clicks(per_second: float, seconds: float, seed: int) -> torch.Tensor:
+    """Decaying noise bursts ``per_second`` times a second at a random phase -> float32 [seconds * SR]."""
+    g = torch.Generator().manual_seed(seed)
+    n = round(seconds * SR)
+    out = 0.01 * torch.randn(n, generator=g)
+    burst = torch.randn(400, generator=g) * torch.exp(-torch.arange(400) / 80.0)
+    period = round(SR / per_second)
+    for start in range(int(torch.randint(0, period, (1,), generator=g)), n - 400, period):
+        out[start : start + 400] += 0.5 * burst
+    return out
+
+
+def test_contrastive_loss_exact():
+    text = torch.eye(3)[:2]  # two distinct captions
+    audio = torch.eye(3)[[0, 1, 0]]  # crops 0 and 2 have caption 0
+    labels = torch.tensor([0, 1, 0])
+    scale = torch.tensor(0.0)  # logits = cosines
+    e = math.e
+    a2t = -math.log(e / (e + 1))  # each crop: its caption scores 1, the other 0
+    t2a = (-(math.log(e / (2 * e + 1)) * 2) / 2 - math.log(e / (e + 2))) / 2
+    assert float(contrastive_loss(audio, text, labels, scale)) == pytest.approx((a2t + t2a) / 2, rel=1e-6)
+
+
+def test_random_crops_repeat_short_audio():
+    g = torch.Generator().manual_seed(0)
+    waves = [torch.arange(10.0), torch.arange(100.0)]
+    crops = random_crops(waves, [0, 1], 25, g)
+    assert crops.shape == (2, 25)
+    first = int(crops[0, 0])
+    assert crops[0].tolist() == [float((first + i) % 10) for i in range(25)]  # cut from the audio repeated
+    assert torch.equal(crops[1], torch.arange(crops[1, 0], crops[1, 0] + 25))
+
+
+def test_known_answer_slow_vs_fast():
+    control = sentence_audio_control(SR, seed=0, window_seconds=2.0, width=32, down_layers=3, context_layers=2)
+    waves = [clicks(1.5, 6, seed) for seed in range(4)] + [clicks(8, 6, seed) for seed in range(4, 8)]
+    captions = [CAPTIONS[0]] * 4 + [CAPTIONS[1]] * 4
+    held_out = [clicks(1.5, 4, 100), clicks(8, 4, 101)]
+    before = retrieval(control, held_out, list(CAPTIONS))
+    losses = fit_audio_tower(control, waves, captions, steps=40, batch_size=8, crop_seconds=2.0,
+                             min_crop_seconds=1.0, lr=3e-3, seed=0)
+    after = retrieval(control, held_out, list(CAPTIONS))
+    print(f"before {before}\nafter {after}\nloss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    assert sum(losses[-5:]) / 5 < losses[0] - 0.2
+    text = control.embed_text(list(CAPTIONS))
+    for wave, own in zip(held_out, (0, 1)):
+        sims = text @ control.embed_audio(wave, SR)
+        assert float(sims[own]) > float(sims[1 - own])  # each held-out clip is nearer its own caption
+    assert before["audio_to_text"] < 1.0  # the random tower does not already tell them apart
+    assert after["audio_to_text"] == 1.0 and after["text_to_audio"] == 1.0
+    assert after["right_cosine"] - after["wrong_cosine"] > before["right_cosine"] - before["wrong_cosine"]
+    assert not control.tower.training
+
+
+def test_fit_needs_two_captions():
+    control = sentence_audio_control(SR, seed=0, window_seconds=2.0, width=32)
+    with pytest.raises(DataError, match="at least two different captions"):
+        fit_audio_tower(control, [clicks(2, 2, 0)] * 2, ["a piece"] * 2, steps=1)
+    with pytest.raises(DataError, match="no captioned audio"):
+        fit_audio_tower(control, [], [], steps=1)
+
+
+def test_with_control_resizes_the_control_input():
+    from tokmusic.testing import tiny_pipeline
+
+    pipeline = tiny_pipeline(0)
+    control = sentence_audio_control(SR, seed=0, window_seconds=2.0, width=32)
+    out = with_control(pipeline, control)
+    assert out.control is control and out.shape().control_dim == 384
+    for name, stage in out.stages.items():
+        old = pipeline.stages[name]
+        assert stage.cfg.control_dim in (0, 384)
+        if not old.cfg.control_dim:
+            assert stage is old  # stages without a control token keep their weights
+
+
+def test_recipe_writes_a_pipeline_with_the_trained_control(tmp_path, capsys):
+    import json
+
+    import soundfile
+
+    from media import make_video
+    from recipes.fit_control import main
+    from tokmusic.pipeline import Pipeline
+    from tokmusic.sentence_control import SentenceAudioControl
+    from tokmusic.testing import tiny_pipeline
+
+    tiny_pipeline(0).save_pretrained(tmp_path / "pipe")
+    video = make_video(tmp_path / "v.mp4", 1, fps=4)
+    lines = []
+    for i, (rate, caption) in enumerate([(1.5, "a slow piece")] * 3 + [(8, "a fast piece")] * 3):
+        soundfile.write(tmp_path / f"{i}.wav", clicks(rate, 3, i).numpy(), SR)
+        split = "valid" if i in (2, 5) else "train"
+        lines.append(json.dumps({"video": str(video), "audio": f"{i}.wav", "text": caption, "split": split}))
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    assert main([str(tmp_path / "m.jsonl"), "--pipeline", str(tmp_path / "pipe"), "--out", str(tmp_path / "out"),
+                 "--steps", "3", "--batch-size", "4", "--crop-seconds", "2", "--sample-rate", str(SR),
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "starting a fresh sentence_audio control" in printed and "valid after: audio->text top-1" in printed
+    meta = json.loads((tmp_path / "out" / "pipeline.json").read_text())
+    assert meta["control"] == {"type": "sentence_audio", "dim": 384, "sample_rate": SR, "path": "control"}
+    loaded = Pipeline.from_pretrained(tmp_path / "out")
+    assert isinstance(loaded.control, SentenceAudioControl)
