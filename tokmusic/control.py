@@ -34,6 +34,21 @@ CONFIG_TYPE = "clap"
 WINDOW_BATCH = 8
 
 
+def checked_prompts(texts) -> list[str]:
+    """Prompts (a list, or one string) checked and stripped; ConfigError for an empty list, a non-string or an
+    empty prompt."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, (list, tuple)) or not texts:
+        raise ConfigError("embed_text: pass a non-empty list of prompts")
+    for text in texts:
+        if not isinstance(text, str):
+            raise ConfigError(f"embed_text: prompts must be strings, got {type(text).__name__}")
+        if not text.strip():
+            raise ConfigError("prompt is empty; pass None for no prompt")
+    return [text.strip() for text in texts]
+
+
 class ControlEmbedder(abc.ABC):
     """A joint text-audio embedding: both sides give L2-normalised float32 vectors of width `dim`."""
 
@@ -91,17 +106,9 @@ class ClapControl(ControlEmbedder):
     @torch.inference_mode()
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         """Prompts (a list, or one string) -> float32 [B, dim], L2-normalised."""
-        if isinstance(texts, str):
-            texts = [texts]
-        if not isinstance(texts, (list, tuple)) or not texts:
-            raise ConfigError("embed_text: pass a non-empty list of prompts")
-        for text in texts:
-            if not isinstance(text, str):
-                raise ConfigError(f"embed_text: prompts must be strings, got {type(text).__name__}")
-            if not text.strip():
-                raise ConfigError("prompt is empty; pass None for no prompt")
+        texts = checked_prompts(texts)
         inputs = self.processor.tokenizer(
-            [text.strip() for text in texts],
+            texts,
             padding=True,
             truncation=True,
             max_length=self.max_text_tokens,

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .control import WINDOW_BATCH, REGISTRY, ControlEmbedder
+from .control import WINDOW_BATCH, REGISTRY, ControlEmbedder, checked_prompts
 from .errors import CheckpointError, ConfigError
 from .fileio import check_tensor_shapes, load_tensors, read_json, save_tensors, write_json
 from .resample import resample
@@ -163,17 +163,9 @@ class SentenceAudioControl(ControlEmbedder):
     @torch.inference_mode()
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         """Prompts (a list, or one string) -> float32 [B, 384], L2-normalised."""
-        if isinstance(texts, str):
-            texts = [texts]
-        if not isinstance(texts, (list, tuple)) or not texts:
-            raise ConfigError("embed_text: pass a non-empty list of prompts")
-        for text in texts:
-            if not isinstance(text, str):
-                raise ConfigError(f"embed_text: prompts must be strings, got {type(text).__name__}")
-            if not text.strip():
-                raise ConfigError("prompt is empty; pass None for no prompt")
+        texts = checked_prompts(texts)
         device = next(self.text_model.parameters()).device
-        inputs = self.tokenizer([text.strip() for text in texts], padding=True, truncation=True,
+        inputs = self.tokenizer(texts, padding=True, truncation=True,
                                 max_length=self.max_text_tokens, return_tensors="pt").to(device)
         hidden = self.text_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                                  token_type_ids=inputs.get("token_type_ids")).last_hidden_state  # [B, L, 384]
