@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="build directory (re-running the same command resumes)")
     p.add_argument("--count", type=int, default=160, help="corpus clips")
     p.add_argument("--valid", type=int, default=16, help="held-out corpus clips")
-    p.add_argument("--codec-steps", type=int, default=2000)
+    p.add_argument("--codec-steps", type=int, default=1500)
     p.add_argument("--control-steps", type=int, default=600)
     p.add_argument("--stage-steps", type=int, default=1500, help="training steps of each stage")
     p.add_argument("--seed", type=int, default=0)

@@ -16,8 +16,9 @@ import torch
 from tokmusic.errors import ConfigError
 from tokmusic.pipeline import Pipeline
 from tokmusic.testing import tiny_pipeline
-from tokmusic.training.codec_fit import (CodecTrainer, TrainSettings, _ratios, evaluate_codec, new_codec,
-                                         reconstruct, spectral_loss, with_codec)
+from tokmusic.training import codec_fit
+from tokmusic.training.codec_fit import (CodecTrainer, TrainSettings, _ratios, data_dependent_init, evaluate_codec,
+                                         new_codec, reconstruct, spectral_loss, with_codec)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(num_filters=4, hidden_size=16, codebook_size=32, n_q=3, n_coarse=1)
@@ -37,7 +38,7 @@ def settings(**kw) -> TrainSettings:
 
 def fixed_loss(trainer: CodecTrainer, x: torch.Tensor) -> float:
     with torch.no_grad():
-        y, _ = reconstruct(trainer.model, x, trainer.codec.n_q)
+        y, _, _ = reconstruct(trainer.model, x, trainer.codec.n_q)
         return float(spectral_loss(x, y, trainer.codec.sample_rate) + 0.1 * (x - y).abs().mean())
 
 
@@ -71,6 +72,42 @@ def test_training_lowers_the_reconstruction_loss():
     after = fixed_loss(trainer, x)
     assert trainer.step == 40
     assert after < 0.6 * before, (before, after)
+
+
+def melody(seconds: float, seed: int, rate: int = 16_000) -> torch.Tensor:
+    """Random notes from two octaves, eight a second, with one overtone: many different frames to encode."""
+    g = torch.Generator().manual_seed(seed)
+    notes = 220 * 2 ** (torch.randint(0, 24, (int(seconds * 8),), generator=g) / 12)
+    f = notes.repeat_interleave(rate // 8)[: round(seconds * rate)]
+    phase = 2 * math.pi * torch.cumsum(f, 0) / rate
+    return 0.1 * (torch.sin(phase) + 0.5 * torch.sin(2 * phase))
+
+
+def test_data_dependent_init_gives_unit_latents_and_input_loudness():
+    codec = new_codec(**TINY)
+    x = melody(1.0, 0).reshape(4, -1)
+    data_dependent_init(codec.model, x)
+    with torch.no_grad():
+        e = codec.model.encoder(x[:, None])
+        y = codec.model.decoder(e)
+    assert e.mean().abs() < 0.05 and torch.allclose(e.std((0, 2)), torch.ones(e.shape[1]), atol=0.05)
+    assert abs(float(y.std() / x.std()) - 1) < 0.05
+
+
+@pytest.mark.parametrize("initialised", [True, False])
+def test_codebooks_stay_in_use_only_with_the_data_dependent_init(initialised, monkeypatch):
+    """Known answer: on varied notes the first codebook keeps many codes in use; without the initialisation the
+    encoder's tiny, drifting outputs all fall nearest one code (the baseline failing)."""
+    if not initialised:
+        monkeypatch.setattr(codec_fit, "data_dependent_init", lambda model, x: None)
+    trainer = CodecTrainer(new_codec(**TINY), [melody(8.0, 0)], settings(steps=60))
+    trainer.run(progress=False)
+    codes = trainer.codec.encode(melody(4.0, 1)[None])[0]
+    in_use = len(set(codes.tolist()))
+    if initialised:
+        assert in_use >= 10, in_use  # of 32
+    else:
+        assert in_use <= 3, in_use
 
 
 def test_codebooks_follow_ema_updates_and_stay_finite():

@@ -50,17 +50,23 @@ def checked_prompts(texts) -> list[str]:
 
 
 class ControlEmbedder(abc.ABC):
-    """A joint text-audio embedding: both sides give L2-normalised float32 vectors of width `dim`."""
+    """A joint text-audio embedding: both sides give L2-normalised float32 vectors of width `dim`.
+
+    A subclass sets ``dim``, ``sample_rate`` (its audio rate) and ``window`` (samples its audio model takes at
+    once) and implements ``_embed_windows``; the base class cuts audio into windows and averages them.
+    """
 
     dim: int
+    sample_rate: int
+    window: int
 
     @abc.abstractmethod
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         """Prompts -> float32 [B, dim], L2-normalised. An empty prompt raises ConfigError."""
 
     @abc.abstractmethod
-    def embed_audio(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """Waveform [C, N] (or [N]) at `sample_rate` -> float32 [dim], L2-normalised."""
+    def _embed_windows(self, windows: list[torch.Tensor]) -> torch.Tensor:
+        """Mono float32 windows [n] (at most ``window`` samples each) -> L2-normalised float32 [len, dim]."""
 
     @abc.abstractmethod
     def to_config(self) -> dict:
@@ -69,6 +75,66 @@ class ControlEmbedder(abc.ABC):
     @abc.abstractmethod
     def save(self, directory: Path) -> None:
         """Write weights and files into the existing `directory`."""
+
+    @torch.inference_mode()
+    def embed_audio(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """Waveform [C, N] (or [N]) at `sample_rate` -> float32 [dim], L2-normalised (mean over windows)."""
+        windows = self._windows(self._mono(waveform, sample_rate, "embed_audio"))
+        embeddings = torch.cat([self._embed_windows(windows[i : i + WINDOW_BATCH])
+                                for i in range(0, len(windows), WINDOW_BATCH)])
+        return F.normalize(embeddings.mean(0), dim=-1)
+
+    @torch.inference_mode()
+    def embed_audio_chunks(self, waveform: torch.Tensor, sample_rate: int, hop: float) -> torch.Tensor:
+        """Waveform [C, N] (or [N]) -> float32 [ceil(seconds / hop), dim]: one L2-normalised embedding per chunk.
+
+        Row i embeds the consecutive chunk [i * hop, (i + 1) * hop) seconds the way `embed_audio` embeds a whole
+        waveform (a chunk longer than the model's window is averaged over windows); the windows of all chunks go
+        through the model together, WINDOW_BATCH at a time. A last chunk cut short by the end of the audio is
+        taken from the audio's last `hop` seconds, so no row embeds a sliver.
+        """
+        if isinstance(hop, bool) or not isinstance(hop, (int, float)) or not 0 < hop < float("inf"):
+            raise ConfigError(f"embed_audio_chunks: hop must be a number of seconds > 0, got {hop!r}")
+        x = self._mono(waveform, sample_rate, "embed_audio_chunks")  # [n] at the model's rate
+        seconds = waveform.shape[-1] / sample_rate
+        count = max(1, int(-(-(seconds - 1e-6) // hop)))  # ceil, forgiving float error in seconds / hop
+        size = max(1, round(hop * self.sample_rate))
+        windows, owner = [], []  # every chunk's windows, flattened; owner[j] = the chunk of window j
+        for i in range(count):
+            start = max(0, min(i * size, x.shape[0] - size))
+            for w in self._windows(x[start : start + size]):
+                windows.append(w)
+                owner.append(i)
+        embeddings = torch.cat([self._embed_windows(windows[i : i + WINDOW_BATCH])
+                                for i in range(0, len(windows), WINDOW_BATCH)])  # [windows, dim]
+        sums = torch.zeros(count, self.dim, device=embeddings.device)
+        sums.index_add_(0, torch.tensor(owner, device=embeddings.device), embeddings)
+        return F.normalize(sums, dim=-1)
+
+    def _mono(self, waveform: torch.Tensor, sample_rate: int, what: str) -> torch.Tensor:
+        """Checked [C, N] / [N] float -> mono float32 [n] at the model's rate, on the CPU."""
+        tensor = isinstance(waveform, torch.Tensor)
+        if not tensor or not torch.is_floating_point(waveform):
+            got = waveform.dtype if tensor else type(waveform).__name__
+            raise ConfigError(f"{what}: waveform must be a float tensor [C, N], got {got}")
+        if waveform.dim() not in (1, 2):
+            raise ConfigError(f"{what}: waveform must be [C, N], got shape {tuple(waveform.shape)}")
+        if waveform.shape[-1] == 0:
+            raise ConfigError(f"{what}: waveform is empty (0 samples)")
+        if not bool(torch.isfinite(waveform).all()):
+            raise ConfigError(f"{what}: waveform holds NaN or infinite samples")
+        x = waveform.detach().float().cpu()
+        x = x.mean(0) if x.dim() == 2 else x
+        return resample(x, sample_rate, self.sample_rate)
+
+    def _windows(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Evenly spaced full windows covering x [N]; x itself when it fits in one."""
+        n = x.shape[0]
+        if n <= self.window:
+            return [x]
+        count = -(-n // self.window)
+        starts = torch.linspace(0, n - self.window, count).round().long().tolist()
+        return [x[s : s + self.window] for s in starts]
 
 
 class ClapControl(ControlEmbedder):
@@ -119,80 +185,12 @@ class ClapControl(ControlEmbedder):
         ).pooler_output
         return F.normalize(features.float(), dim=-1)
 
-    @torch.inference_mode()
-    def embed_audio(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """Waveform [C, N] (or [N]) at `sample_rate` -> float32 [dim], L2-normalised (mean over windows)."""
-        if not isinstance(waveform, torch.Tensor) or not torch.is_floating_point(waveform):
-            got = waveform.dtype if isinstance(waveform, torch.Tensor) else type(waveform).__name__
-            raise ConfigError(f"embed_audio: waveform must be a float tensor [C, N], got {got}")
-        if waveform.dim() not in (1, 2):
-            raise ConfigError(f"embed_audio: waveform must be [C, N], got shape {tuple(waveform.shape)}")
-        if waveform.shape[-1] == 0:
-            raise ConfigError("embed_audio: waveform is empty (0 samples)")
-        if not bool(torch.isfinite(waveform).all()):
-            raise ConfigError("embed_audio: waveform holds NaN or infinite samples")
-        x = waveform.detach().float().cpu()
-        x = x.mean(0) if x.dim() == 2 else x
-        x = resample(x, sample_rate, self.sample_rate)
-        windows = [w.numpy().astype(np.float64) for w in self._windows(x)]
-        embeddings = []
-        for i in range(0, len(windows), WINDOW_BATCH):
-            embeddings.append(self._embed_windows(windows[i : i + WINDOW_BATCH]))
-        mean = torch.cat(embeddings).mean(0)
-        return F.normalize(mean, dim=-1)
-
-    @torch.inference_mode()
-    def embed_audio_chunks(self, waveform: torch.Tensor, sample_rate: int, hop: float) -> torch.Tensor:
-        """Waveform [C, N] (or [N]) -> float32 [ceil(seconds / hop), dim]: one L2-normalised embedding per chunk.
-
-        Row i embeds the consecutive chunk [i * hop, (i + 1) * hop) seconds the way `embed_audio` embeds a whole
-        waveform (a chunk longer than the model's window is averaged over windows); the windows of all chunks go
-        through the model together, WINDOW_BATCH at a time. A last chunk cut short by the end of the audio is
-        taken from the audio's last `hop` seconds, so no row embeds a sliver.
-        """
-        if isinstance(hop, bool) or not isinstance(hop, (int, float)) or not 0 < hop < float("inf"):
-            raise ConfigError(f"embed_audio_chunks: hop must be a number of seconds > 0, got {hop!r}")
-        tensor = isinstance(waveform, torch.Tensor)
-        if not tensor or not torch.is_floating_point(waveform) or waveform.dim() not in (1, 2):
-            got = f"{waveform.dtype} {tuple(waveform.shape)}" if tensor else type(waveform).__name__
-            raise ConfigError(f"embed_audio_chunks: waveform must be a float tensor [C, N], got {got}")
-        if waveform.shape[-1] == 0:
-            raise ConfigError("embed_audio_chunks: waveform is empty (0 samples)")
-        if not bool(torch.isfinite(waveform).all()):
-            raise ConfigError("embed_audio_chunks: waveform holds NaN or infinite samples")
-        seconds = waveform.shape[-1] / sample_rate
-        count = max(1, int(-(-(seconds - 1e-6) // hop)))  # ceil, forgiving float error in seconds / hop
-        x = waveform.detach().float().cpu()
-        x = x.mean(0) if x.dim() == 2 else x
-        x = resample(x, sample_rate, self.sample_rate)  # x: [n] at the model's rate
-        size = max(1, round(hop * self.sample_rate))
-        windows, owner = [], []  # every chunk's windows, flattened; owner[j] = the chunk of window j
-        for i in range(count):
-            start = max(0, min(i * size, x.shape[0] - size))
-            for w in self._windows(x[start : start + size]):
-                windows.append(w.numpy().astype(np.float64))
-                owner.append(i)
-        embeddings = torch.cat([self._embed_windows(windows[i : i + WINDOW_BATCH])
-                                for i in range(0, len(windows), WINDOW_BATCH)])  # [windows, dim]
-        sums = torch.zeros(count, self.dim, device=embeddings.device)
-        sums.index_add_(0, torch.tensor(owner, device=embeddings.device), embeddings)
-        return F.normalize(sums, dim=-1)
-
-    def _windows(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Evenly spaced full windows covering x [N]; x itself when it fits in one."""
-        n = x.shape[0]
-        if n <= self.window:
-            return [x]
-        count = -(-n // self.window)
-        starts = torch.linspace(0, n - self.window, count).round().long().tolist()
-        return [x[s : s + self.window] for s in starts]
-
-    def _embed_windows(self, windows: list[np.ndarray]) -> torch.Tensor:
+    def _embed_windows(self, windows: list[torch.Tensor]) -> torch.Tensor:
         # The extractor draws from numpy's global generator (to flag a "longer" clip); keep callers' draws intact.
         state = np.random.get_state()
         try:
             inputs = self.processor.feature_extractor(
-                windows,
+                [w.numpy().astype(np.float64) for w in windows],
                 sampling_rate=self.sample_rate,
                 truncation="fusion" if self.fusion else "rand_trunc",
                 return_tensors="pt",

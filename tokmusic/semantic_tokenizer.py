@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, PreTrainedModel
 
+from .centroid_tokens import CentroidTokenizer
 from .errors import CheckpointError, ConfigError
 from .fileio import check_keys, fitting_pretrained, load_tensors, save_tensors
-from .resample import resample
 from .hf_loading import loading, no_progress_bars
 from .schema import Field, Registry, count, number, positive, size
 
@@ -35,7 +35,7 @@ CENTROIDS_FILE = "centroids.safetensors"
 MODEL_DIR = "model"
 
 
-class SemanticTokenizer:
+class SemanticTokenizer(CentroidTokenizer):
     """k-means ids over `hidden_states[layer]` of a self-supervised audio model.
 
     centroids: float [K, D] with D the model's hidden size (None: features only, until centroids are fitted
@@ -88,27 +88,12 @@ class SemanticTokenizer:
         self.context_frames = round(context_seconds * self.frame_rate)
         self.centroids = None if centroids is None else self._check_centroids(centroids, "centroids")
 
-    def _check_centroids(self, centroids: torch.Tensor, where: str, error: type = ConfigError) -> torch.Tensor:
-        if not isinstance(centroids, torch.Tensor) or centroids.dim() != 2 or not torch.is_floating_point(centroids):
-            shape = tuple(centroids.shape) if isinstance(centroids, torch.Tensor) else type(centroids).__name__
-            raise error(f"{where}: centroids must be a float tensor [K, D], got {shape}")
-        if centroids.shape[1] != self.dim:
-            raise error(
-                f"{where}: centroids are {centroids.shape[1]} wide but the model's hidden states are {self.dim} wide; "
-                "fit them on this model's features"
-            )
-        if centroids.shape[0] < 1 or not bool(torch.isfinite(centroids).all()):
-            raise error(f"{where}: centroids must hold at least one row and only finite values")
-        return centroids.detach().float().to(self.device).contiguous()
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of token ids K (0 until centroids are set)."""
-        return 0 if self.centroids is None else int(self.centroids.shape[0])
-
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def feature_note(self) -> str:
+        return f"the model's hidden states are {self.dim} wide"
 
     def to(self, device: torch.device | str) -> SemanticTokenizer:
         """Move model and centroids to `device` (in place); returns self."""
@@ -129,13 +114,6 @@ class SemanticTokenizer:
             context_seconds=self.context_seconds,
         )
 
-    def num_tokens(self, num_samples: int, sample_rate: int) -> int:
-        """Tokens for `num_samples` at `sample_rate`: round(num_samples * frame_rate / sample_rate), halves up."""
-        numerator = int(num_samples) * self.sample_rate
-        denominator = self.stride * int(sample_rate)
-        return (2 * numerator + denominator) // (2 * denominator)
-
-    @torch.inference_mode()
     def features(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """Waveform [C, N] (or [N]) at `sample_rate` -> float32 [T, D], hidden_states[layer] (mono, resampled)."""
         x = self._prepare(waveform, sample_rate)  # [N'] at self.sample_rate
@@ -161,28 +139,9 @@ class SemanticTokenizer:
             out[start:end] = hidden[start - w0 : end - w0].float()
         return out
 
-    @torch.inference_mode()
-    def tokenize(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """Waveform [C, N] (or [N]) at `sample_rate` -> Long [T] nearest-centroid ids in 0..vocab_size-1."""
-        if self.centroids is None:
-            raise ConfigError("this semantic tokenizer has no centroids yet; fit k-means and use with_centroids()")
-        feats = self.features(waveform, sample_rate)
-        # Squared distances without the constant |x|^2 term: argmin is the same.
-        scores = self.centroids.pow(2).sum(1)[None, :] - 2.0 * feats @ self.centroids.T
-        return scores.argmin(dim=1)
-
     def _prepare(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """Check, mix to mono, resample and (optionally) normalise -> float32 [N'] on the model's device."""
-        if not isinstance(waveform, torch.Tensor) or not torch.is_floating_point(waveform):
-            got = waveform.dtype if isinstance(waveform, torch.Tensor) else type(waveform).__name__
-            raise ConfigError(f"semantic tokenizer: waveform must be a float tensor [C, N], got {got}")
-        if waveform.dim() not in (1, 2):
-            raise ConfigError(f"semantic tokenizer: waveform must be [C, N], got shape {tuple(waveform.shape)}")
-        if not bool(torch.isfinite(waveform).all()):
-            raise ConfigError("semantic tokenizer: waveform holds NaN or infinite samples")
-        x = waveform.float().to(self.device)
-        x = x.mean(0) if x.dim() == 2 else x
-        x = resample(x, sample_rate, self.sample_rate)
+        x = self._mono(waveform, sample_rate)
         if self.normalize and x.numel():
             x = (x - x.mean()) / torch.sqrt(x.var(correction=0) + 1e-7)
         return x

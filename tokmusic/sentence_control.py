@@ -23,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .control import WINDOW_BATCH, REGISTRY, ControlEmbedder, checked_prompts
+from .control import REGISTRY, ControlEmbedder, checked_prompts
 from .errors import CheckpointError, ConfigError
 from .fileio import check_tensor_shapes, load_tensors, read_json, save_tensors, write_json
-from .resample import resample
 from .schema import MAX_LAYERS, check_object, choice, count, dataclass_fields, obj, positive, size
 
 CONFIG_TYPE = "sentence_audio"
@@ -174,65 +173,6 @@ class SentenceAudioControl(ControlEmbedder):
         return F.normalize(mean.float(), dim=-1).to(self.device)
 
     # ------------------------------------------------------------------------------------------------ audio
-    @torch.inference_mode()
-    def embed_audio(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """Waveform [C, N] (or [N]) at `sample_rate` -> float32 [384], L2-normalised (mean over windows)."""
-        x = self._mono(waveform, sample_rate, "embed_audio")
-        windows = self._windows(x)
-        embeddings = torch.cat([self._embed_windows(windows[i : i + WINDOW_BATCH])
-                                for i in range(0, len(windows), WINDOW_BATCH)])
-        return F.normalize(embeddings.mean(0), dim=-1)
-
-    @torch.inference_mode()
-    def embed_audio_chunks(self, waveform: torch.Tensor, sample_rate: int, hop: float) -> torch.Tensor:
-        """Waveform [C, N] (or [N]) -> float32 [ceil(seconds / hop), 384]: one L2-normalised embedding per chunk.
-
-        Row i embeds the chunk [i * hop, (i + 1) * hop) seconds as `embed_audio` embeds a whole waveform; a last
-        chunk cut short by the end of the audio is taken from the audio's last `hop` seconds.
-        """
-        if isinstance(hop, bool) or not isinstance(hop, (int, float)) or not 0 < hop < float("inf"):
-            raise ConfigError(f"embed_audio_chunks: hop must be a number of seconds > 0, got {hop!r}")
-        x = self._mono(waveform, sample_rate, "embed_audio_chunks")  # [n] at the tower's rate
-        seconds = waveform.shape[-1] / sample_rate
-        count = max(1, int(-(-(seconds - 1e-6) // hop)))  # ceil, forgiving float error in seconds / hop
-        size = max(1, round(hop * self.sample_rate))
-        windows, owner = [], []  # every chunk's windows, flattened; owner[j] = the chunk of window j
-        for i in range(count):
-            start = max(0, min(i * size, x.shape[0] - size))
-            for w in self._windows(x[start : start + size]):
-                windows.append(w)
-                owner.append(i)
-        embeddings = torch.cat([self._embed_windows(windows[i : i + WINDOW_BATCH])
-                                for i in range(0, len(windows), WINDOW_BATCH)])  # [windows, dim]
-        sums = torch.zeros(count, self.dim, device=embeddings.device)
-        sums.index_add_(0, torch.tensor(owner, device=embeddings.device), embeddings)
-        return F.normalize(sums, dim=-1)
-
-    def _mono(self, waveform: torch.Tensor, sample_rate: int, what: str) -> torch.Tensor:
-        """Checked [C, N] / [N] float -> mono float32 [n] at the tower's rate, on the CPU."""
-        tensor = isinstance(waveform, torch.Tensor)
-        if not tensor or not torch.is_floating_point(waveform):
-            got = waveform.dtype if tensor else type(waveform).__name__
-            raise ConfigError(f"{what}: waveform must be a float tensor [C, N], got {got}")
-        if waveform.dim() not in (1, 2):
-            raise ConfigError(f"{what}: waveform must be [C, N], got shape {tuple(waveform.shape)}")
-        if waveform.shape[-1] == 0:
-            raise ConfigError(f"{what}: waveform is empty (0 samples)")
-        if not bool(torch.isfinite(waveform).all()):
-            raise ConfigError(f"{what}: waveform holds NaN or infinite samples")
-        x = waveform.detach().float().cpu()
-        x = x.mean(0) if x.dim() == 2 else x
-        return resample(x, sample_rate, self.sample_rate)
-
-    def _windows(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Evenly spaced full windows covering x [N]; x itself when it fits in one."""
-        n = x.shape[0]
-        if n <= self.window:
-            return [x]
-        count = -(-n // self.window)
-        starts = torch.linspace(0, n - self.window, count).round().long().tolist()
-        return [x[s : s + self.window] for s in starts]
-
     def _embed_windows(self, windows: list[torch.Tensor]) -> torch.Tensor:
         """Windows (1-D, any lengths) -> [len(windows), dim]; equal lengths go through the tower together."""
         if all(w.shape[0] == windows[0].shape[0] for w in windows):

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
+from .centroid_tokens import CentroidTokenizer
 from .errors import CheckpointError, ConfigError
 from .evaluation.spectral import chroma_filterbank, mel_filterbank
 from .fileio import check_keys, load_tensors, save_tensors
-from .resample import resample
 from .schema import Field, Registry, count, size
 
 CONFIG_TYPE = "spectral_kmeans"
@@ -36,7 +36,7 @@ QUIET_DB = -60.0  # frames whose power is below this (dB re a full-scale sine) h
 CHROMA_GAIN = 100.0  # log1p(gain * magnitude): compression of the chroma magnitudes
 
 
-class SpectralTokenizer:
+class SpectralTokenizer(CentroidTokenizer):
     """k-means ids over hand-made spectral frames (see the module docstring); centroids [K, dim] or None."""
 
     def __init__(self, centroids: torch.Tensor | None = None, *, sample_rate: int = 16_000, frame_rate: int = 25,
@@ -56,26 +56,13 @@ class SpectralTokenizer:
         self._device = torch.device(device)
         self.centroids = None if centroids is None else self._check_centroids(centroids, "centroids")
 
-    def _check_centroids(self, centroids: torch.Tensor, where: str, error: type = ConfigError) -> torch.Tensor:
-        if not isinstance(centroids, torch.Tensor) or centroids.dim() != 2 or not torch.is_floating_point(centroids):
-            shape = tuple(centroids.shape) if isinstance(centroids, torch.Tensor) else type(centroids).__name__
-            raise error(f"{where}: centroids must be a float tensor [K, D], got {shape}")
-        if centroids.shape[1] != self.dim:
-            raise error(f"{where}: centroids are {centroids.shape[1]} wide but this tokenizer's frames are "
-                        f"{self.dim} wide (12 chroma + {self.n_mels} mel + level{' + onset' if self.onset else ''}); "
-                        "fit them on this tokenizer's features")
-        if centroids.shape[0] < 1 or not bool(torch.isfinite(centroids).all()):
-            raise error(f"{where}: centroids must hold at least one row and only finite values")
-        return centroids.detach().float().to(self._device).contiguous()
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of token ids K (0 until centroids are set)."""
-        return 0 if self.centroids is None else int(self.centroids.shape[0])
-
     @property
     def device(self) -> torch.device:
         return self._device
+
+    def feature_note(self) -> str:
+        return (f"this tokenizer's frames are {self.dim} wide (12 chroma + {self.n_mels} mel + level"
+                f"{' + onset' if self.onset else ''})")
 
     def to(self, device: torch.device | str) -> SpectralTokenizer:
         """Compute on `device` from now on (in place); returns self."""
@@ -88,12 +75,6 @@ class SpectralTokenizer:
         """A tokenizer with the same settings and new centroids [K, dim]."""
         return SpectralTokenizer(centroids, sample_rate=self.sample_rate, frame_rate=int(self.frame_rate),
                                  n_mels=self.n_mels, onset=self.onset, device=self._device)
-
-    def num_tokens(self, num_samples: int, sample_rate: int) -> int:
-        """Tokens for `num_samples` at `sample_rate`: round(num_samples * frame_rate / sample_rate), halves up."""
-        numerator = int(num_samples) * self.sample_rate
-        denominator = self.stride * int(sample_rate)
-        return (2 * numerator + denominator) // (2 * denominator)
 
     def _frames(self, x: torch.Tensor, n_fft: int, total: int) -> torch.Tensor:
         """|STFT| [n_fft // 2 + 1, total] of x [N], frame t centred on [t, t + 1) * stride, scaled so that a
@@ -109,7 +90,7 @@ class SpectralTokenizer:
     def features(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """Waveform [C, N] (or [N]) at `sample_rate` -> float32 [T, dim] frames (mono, resampled)."""
         total = self.num_tokens(waveform.shape[-1] if isinstance(waveform, torch.Tensor) else 0, sample_rate)
-        x = self._prepare(waveform, sample_rate)
+        x = self._mono(waveform, sample_rate)
         if total == 0:
             return torch.zeros(0, self.dim, device=self._device)
         # loudness: dB of the frame's power re a full-scale sine (whose Hann main lobe sums to 1.5)
@@ -132,28 +113,6 @@ class SpectralTokenizer:
             rise = torch.relu(db[:, 1:] - db[:, :-1]).mean(0) / 10
             blocks.append(torch.cat([rise.new_zeros(1), rise]).clamp(0, 3)[None])
         return torch.cat(blocks).T.float().contiguous()
-
-    @torch.inference_mode()
-    def tokenize(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """Waveform [C, N] (or [N]) at `sample_rate` -> Long [T] nearest-centroid ids in 0..vocab_size-1."""
-        if self.centroids is None:
-            raise ConfigError("this semantic tokenizer has no centroids yet; fit k-means and use with_centroids()")
-        feats = self.features(waveform, sample_rate)
-        scores = self.centroids.pow(2).sum(1)[None, :] - 2.0 * feats @ self.centroids.T
-        return scores.argmin(dim=1)
-
-    def _prepare(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """Check, mix to mono and resample -> float32 [N'] on the device."""
-        if not isinstance(waveform, torch.Tensor) or not torch.is_floating_point(waveform):
-            got = waveform.dtype if isinstance(waveform, torch.Tensor) else type(waveform).__name__
-            raise ConfigError(f"semantic tokenizer: waveform must be a float tensor [C, N], got {got}")
-        if waveform.dim() not in (1, 2):
-            raise ConfigError(f"semantic tokenizer: waveform must be [C, N], got shape {tuple(waveform.shape)}")
-        if not bool(torch.isfinite(waveform).all()):
-            raise ConfigError("semantic tokenizer: waveform holds NaN or infinite samples")
-        x = waveform.float().to(self._device)
-        x = x.mean(0) if x.dim() == 2 else x
-        return resample(x, sample_rate, self.sample_rate)
 
     # ----------------------------------------------------------------------------------------------- storage
     def to_config(self) -> dict:

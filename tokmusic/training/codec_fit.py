@@ -9,6 +9,13 @@ What one step does (EnCodec, Défossez et al. 2022, without its adversarial part
 
     crops x [B, N] ──encoder──► e [B, D, T] ──RVQ (first n of n_q codebooks)──► q ──decoder──► x̂ [B, N]
     loss = 0.1 · |x - x̂|₁  +  Σ_scales ( |log mel x - log mel x̂|₁ + |…|₂² ) / #scales  +  Σ_l |r_l - q_l|² / n
+           + |mean_c e|² + |var_c e - 1|²                        (e's per-channel statistics over the batch)
+
+- Before the first step every convolution is rescaled on a batch of crops so that its outputs have zero mean
+  and unit variance, and the decoder's output the input's loudness (``data_dependent_init``). Untrained, the
+  encoder's outputs vary by ~1e-3 around an offset that the optimiser moves faster than EMA codebooks follow:
+  on the demo chorales 1 of 256 codes stayed in use after 150 steps, 56–76 per codebook with the
+  initialisation after 300 (and held-out mel distance 0.72 instead of 1.30). The latent term keeps e there.
 
 - RVQ with straight-through gradients; each codebook l quantises the residual r_l left by the ones before it.
   Codebooks are not trained by gradients: they follow their assignments by exponential moving averages, the
@@ -18,10 +25,10 @@ What one step does (EnCodec, Défossez et al. 2022, without its adversarial part
 - Quantizer dropout (SoundStream): with probability ``quantizer_dropout`` a batch uses only its first n
   codebooks, n uniform in 1..n_q, so the first (coarse) codebooks decode well on their own.
 - No adversarial loss and no discriminators: they double the cost of a step and need far more steps than a
-  2-core CPU has. Measured on rendered Bach chorales (16 kHz, default architecture, 1500 steps, ~15 CPU
-  minutes): the mel distance of held-out reconstructions falls, but SI-SNR stays far below 0 dB (the output
-  matches spectra, not waveforms) and few codes per codebook are in use; a codec that reconstructs waveforms
-  needs orders of magnitude more steps (EnCodec trains ~300k).
+  2-core CPU has. Measured on rendered Bach chorales (16 kHz, default architecture, 300 steps): the mel
+  distance of held-out reconstructions falls from 3.2 to 0.72, but SI-SNR stays far below 0 dB (the output
+  matches spectra, not waveforms); a codec that reconstructs waveforms needs orders of magnitude more steps
+  (EnCodec trains ~300k).
 
 Every step's crops, dropout draw and dead-code picks come from a generator seeded by (seed, step), so a run
 resumed from a checkpoint repeats an uninterrupted one bit for bit (on the same machine and thread count).
@@ -151,6 +158,7 @@ class TrainSettings:
     wave_weight: float = 0.1
     mel_floor: float = 1e-5
     commit_weight: float = 1.0
+    latent_weight: float = 1.0  # keeps the encoder's outputs at zero mean, unit variance per channel
     ema_decay: float = 0.99
     dead_threshold: float = 0.05  # a code hit fewer times than this per batch (EMA) is moved
     quantizer_dropout: float = 0.5
@@ -160,7 +168,7 @@ class TrainSettings:
     keep_checkpoints: int = 2
 
     RESUME_KEYS = ("batch_size", "crop_seconds", "lr", "betas", "clip_norm", "wave_weight", "mel_floor", "commit_weight",
-                   "ema_decay", "dead_threshold", "quantizer_dropout", "init_batches", "seed")
+                   "latent_weight", "ema_decay", "dead_threshold", "quantizer_dropout", "init_batches", "seed")
 
     def check(self) -> None:
         for name in ("steps", "batch_size", "save_every", "keep_checkpoints", "init_batches"):
@@ -229,6 +237,47 @@ def init_codebooks(model: EncodecModel, frames: torch.Tensor, frames_per_batch: 
 
 
 @torch.no_grad()
+def data_dependent_init(model: EncodecModel, x: torch.Tensor) -> None:
+    """Rescale every convolution of the encoder and decoder, in the order the signal meets them, so that on the
+    crops x ``[B, N]`` each one's outputs have zero mean and unit variance (Salimans & Kingma's initialisation
+    for weight-normed networks); the decoder's last convolution instead matches the loudness of x.
+
+    An untrained SEANet encoder's outputs vary by ~1e-3 around an offset, and its decoder is ~10x too quiet.
+    The optimiser then moves the offset faster than EMA codebooks can follow and every frame falls nearest one
+    code (measured on the demo chorales: 1 of 256 codes in use after 150 steps). Rescaling only the last layer
+    instead multiplies every earlier layer's updates by ~1000 and the latents blow up.
+    """
+    convs = [m for part in (model.encoder, model.decoder) for m in part.modules()
+             if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d))]
+
+    def forward():
+        e = model.encoder(x[:, None])
+        return model.decoder(e)
+
+    for i, conv in enumerate(convs):
+        seen = []
+        hook = conv.register_forward_hook(lambda module, args, out: seen.append(out))
+        forward()
+        hook.remove()
+        out = seen[0]
+        mean, std = out.mean((0, 2)), out.std((0, 2)).clamp_min(1e-8)
+        if i == len(convs) - 1:  # the waveform: as loud as the input, no offset
+            mean, std = mean, std / x.std().clamp_min(1e-8)
+        conv.bias.sub_(mean)
+        _scale_conv(conv, 1 / std)
+
+
+@torch.no_grad()
+def _scale_conv(conv, factor: torch.Tensor) -> None:
+    """Multiply a convolution's outputs by ``factor`` (one per output channel), weight norm or not. A transposed
+    convolution's weight norm is per input channel: it takes the mean factor."""
+    weight = conv.parametrizations.weight.original0 if hasattr(conv, "parametrizations") else conv.weight
+    per_channel = weight.shape[0] == factor.numel() and not isinstance(conv, torch.nn.ConvTranspose1d)
+    weight.mul_(factor.reshape(-1, 1, 1) if per_channel else factor.mean())
+    conv.bias.mul_(factor if per_channel else factor.mean())
+
+
+@torch.no_grad()
 def _ema_update(book, x: torch.Tensor, ids: torch.Tensor, s: TrainSettings, g: torch.Generator) -> None:
     """One k-means-like EMA step of codebook ``book`` on frames x ``[M, D]`` assigned to ``ids [M]``."""
     k = book.embed.shape[0]
@@ -277,10 +326,14 @@ def quantize(model: EncodecModel, e: torch.Tensor, n: int, settings: TrainSettin
 
 
 def reconstruct(model: EncodecModel, x: torch.Tensor, n: int, settings=None, g=None):
-    """Crops x ``[B, N]`` -> (reconstruction ``[B, N]``, commitment loss)."""
+    """Crops x ``[B, N]`` -> (reconstruction ``[B, N]``, commitment loss, latent loss).
+
+    The latent loss is how far the encoder's outputs are from zero mean and unit variance per channel.
+    """
     e = model.encoder(x[:, None])
     q, commit, _ = quantize(model, e, n, settings, g)
-    return model.decoder(q)[:, 0, : x.shape[-1]], commit
+    latent = e.mean((0, 2)).pow(2).mean() + (e.var((0, 2)) - 1).pow(2).mean()
+    return model.decoder(q)[:, 0, : x.shape[-1]], commit, latent
 
 
 def spectral_loss(x: torch.Tensor, y: torch.Tensor, sample_rate: int, floor: float = 1e-5) -> torch.Tensor:
@@ -308,7 +361,9 @@ class CodecTrainer:
         self.state: dict = {}  # JSON-able extras saved with checkpoints (e.g. metrics before training)
 
     def init_codebooks(self) -> None:
-        """k-means start of the codebooks on ``init_batches`` batches of the untrained encoder's outputs."""
+        """Data-dependent initialisation of the convolutions, then a k-means start of the codebooks on
+        ``init_batches`` batches of the encoder's outputs."""
+        data_dependent_init(self.model, self.sampler.batch(0, stream=3).to(self.codec.device))
         with torch.no_grad():
             frames = [self.model.encoder(self.sampler.batch(i, stream=2).to(self.codec.device)[:, None])
                       .transpose(1, 2).flatten(0, 1).cpu() for i in range(self.s.init_batches)]
@@ -325,10 +380,10 @@ class CodecTrainer:
         n = self.codec.n_q
         if float(torch.rand((), generator=g)) < s.quantizer_dropout:
             n = int(torch.randint(1, self.codec.n_q + 1, (), generator=g))
-        y, commit = reconstruct(model, x, n, s, g)
+        y, commit, latent = reconstruct(model, x, n, s, g)
         wave = (x - y).abs().mean()
         mel = spectral_loss(x, y, self.codec.sample_rate, s.mel_floor)
-        loss = s.wave_weight * wave + mel + s.commit_weight * commit
+        loss = s.wave_weight * wave + mel + s.commit_weight * commit + s.latent_weight * latent
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if s.clip_norm:
@@ -336,7 +391,7 @@ class CodecTrainer:
         self.optimizer.step()
         self.step += 1
         model.eval()
-        values = {"loss": loss, "mel": mel, "wave": wave, "commit": commit}
+        values = {"loss": loss, "mel": mel, "wave": wave, "commit": commit, "latent": latent}
         return {**{k: float(v.detach()) for k, v in values.items()}, "n_q": n}
 
     # -- checkpoints -------------------------------------------------------------------------------------------
