@@ -62,7 +62,7 @@ def base_pipeline(seed: int):
     from tokmusic.efficientnet_encoder import EfficientNetEncoder
     from tokmusic.pipeline import Pipeline
     from tokmusic.stage import Stage
-    from tokmusic.training.codec_fit import new_codec
+    from tokmusic.training.codec_build import new_codec
     from tokmusic.sentence_control import sentence_audio_control
     from tokmusic.spectral_tokenizer import spectral_tokenizer
     from tokmusic.visual_encoders import ConcatEncoder, MotionEncoder

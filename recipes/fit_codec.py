@@ -5,7 +5,7 @@
 The manifest's "train" items' music (the "audio" file, else the video's soundtrack) is decoded once, mono at the
 codec's sample rate, and kept in memory; each step trains on random crops of it (see
 tokmusic/training/codec_fit.py for the losses). The codec is `--config FILE` (a JSON object of
-tokmusic.training.codec_fit.new_codec arguments, e.g. {"codebook_size": 512}) over the defaults: 16 kHz mono,
+tokmusic.training.codec_build.new_codec arguments, e.g. {"codebook_size": 512}) over the defaults: 16 kHz mono,
 50 frames/s, 4 codebooks of 256 (2 coarse). If its codebook size, counts or frame rate differ from the input
 pipeline's codec, the coarse and fine stages are re-initialised at the new size (train them next, after
 recipes/preprocess.py: the codes depend on the codec).
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     from tokmusic.errors import ConfigError
     from tokmusic.fileio import check_output, check_replaceable
     from tokmusic.pipeline import Pipeline
-    from tokmusic.training.codec_fit import (CodecTrainer, TrainSettings, evaluate_codec, load_waves, new_codec,
-                                             with_codec)
+    from tokmusic.training.codec_build import new_codec, with_codec
+    from tokmusic.training.codec_fit import CodecTrainer, TrainSettings, evaluate_codec, load_waves
     from tokmusic.training.checkpoints import checkpoint_dirs
     from tokmusic.training.manifest import read_manifest
 

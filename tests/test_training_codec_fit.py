@@ -17,8 +17,9 @@ from tokmusic.errors import ConfigError
 from tokmusic.pipeline import Pipeline
 from tokmusic.testing import tiny_pipeline
 from tokmusic.training import codec_fit
-from tokmusic.training.codec_fit import (CodecTrainer, TrainSettings, _ratios, data_dependent_init, evaluate_codec,
-                                         new_codec, reconstruct, spectral_loss, with_codec)
+from tokmusic.training.codec_build import _ratios, new_codec, with_codec
+from tokmusic.training.codec_fit import (CodecTrainer, TrainSettings, data_dependent_init, evaluate_codec,
+                                         reconstruct, spectral_loss)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(num_filters=4, hidden_size=16, codebook_size=32, n_q=3, n_coarse=1)
