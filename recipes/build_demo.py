@@ -14,7 +14,8 @@ checkpoints, so an interrupted build continues where it stopped):
   4. control    recipes/fit_control.py: the audio tower trained against the captions (BUILD/with-control)
   5. codec      recipes/fit_codec.py: the codec trained on the corpus's music (BUILD/parts)
   6. preprocess recipes/preprocess.py: features, codes, semantic ids, control embeddings (BUILD/data)
-  7-9. stage1 / stage2 / stage3: the three stages from stages/<kind>-demo.json (BUILD/run-<kind>)
+  7-9. stage1 / stage2 / stage3: the three stages from stages/<kind>-demo.json (BUILD/run-<kind>); on a CPU
+                they train side by side, one process each with a share of the cores (--stage-jobs)
  10. assemble   the trained stages put into the pipeline (BUILD/pipeline); --install copies it to
                 tokmusic/pretrained/demo, the default pipeline
 
@@ -30,6 +31,8 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -42,6 +45,8 @@ IMAGE_SIZE = 160  # EfficientNet input: 160 px runs ~3x faster than 224 on a CPU
 CODEC = {"sample_rate": 16000, "hop_length": 320, "n_q": 4, "n_coarse": 2, "codebook_size": 256}
 SEMANTIC_CLUSTERS = 64
 STEPS = ("corpus", "base", "semantic", "control", "codec", "preprocess", "stage1", "stage2", "stage3", "assemble")
+STAGE_KINDS = {"stage1": "semantic", "stage2": "coarse", "stage3": "fine"}
+STAGE_STEPS = tuple(STAGE_KINDS)
 
 
 def recipe(name: str):
@@ -91,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--valid", type=int, default=16, help="held-out corpus clips")
     p.add_argument("--codec-steps", type=int, default=1500)
     p.add_argument("--control-steps", type=int, default=600)
-    p.add_argument("--stage-steps", type=int, default=1500, help="training steps of each stage")
+    p.add_argument("--stage-steps", type=int, help="training steps of each stage (default: each card's max_steps)")
+    p.add_argument("--stage-jobs", type=int, help="stages trained side by side, each in its own process (default: "
+                   "3 on a CPU, each with a share of the cores; 1 with a GPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--until", choices=STEPS, help="stop after this step (re-run without it to go on)")
     p.add_argument("--install", action="store_true", help="copy the pipeline to tokmusic/pretrained/demo")
@@ -105,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     quiet = ["--quiet"] if args.quiet else []
 
     def stage_args(kind: str) -> list[str]:
+        steps = [] if args.stage_steps is None else ["--max-steps", str(args.stage_steps)]
         return ["--data", str(out / "data"), "--pipeline", str(out / "parts"), "--out", str(out / f"run-{kind}"),
-                "--config", str(ROOT / "stages" / f"{kind}-demo.json"), "--max-steps", str(args.stage_steps)]
+                "--config", str(ROOT / "stages" / f"{kind}-demo.json")] + steps
+
+    jobs = args.stage_jobs or (1 if _has_cuda() else 3)
 
     actions = {
         "corpus": lambda: recipe("demo_corpus")(["--out", str(out / "corpus"), "--count", str(args.count),
@@ -123,15 +133,34 @@ def main(argv: list[str] | None = None) -> int:
                                               "--seed", str(args.seed)] + quiet),
         "preprocess": lambda: recipe("preprocess")([manifest, "--pipeline", str(out / "parts"), "--out",
                                                     str(out / "data")] + quiet),
-        "stage1": lambda: recipe("stage1")(stage_args("semantic")),
-        "stage2": lambda: recipe("stage2")(stage_args("coarse")),
-        "stage3": lambda: recipe("stage3")(stage_args("fine")),
+        **{step: (lambda step=step: recipe(step)(stage_args(STAGE_KINDS[step]))) for step in STAGE_STEPS},
         "assemble": lambda: assemble(out),
     }
+    def save_record(step: str, seconds: float) -> None:
+        record["steps"][step] = round(seconds, 1)
+        tmp = record_path.with_suffix(".partial")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(tmp, record_path)
+
     started = time.perf_counter()
     for i, step in enumerate(STEPS, 1):
         if step in record["steps"]:
             print(f"[{i}/{len(STEPS)}] {step}: done earlier ({record['steps'][step]:.0f} s)", flush=True)
+            continue
+        together = [s for s in STAGE_STEPS if s not in record["steps"]] if step in STAGE_STEPS and jobs > 1 else []
+        if len(together) > 1:  # the stages side by side, each process with its share of the cores
+            print(f"[{i}/{len(STEPS)}] {', '.join(together)} side by side (logs: {out}/<step>.log) ...", flush=True)
+            status, seconds = train_stages_together(together, stage_args, out, jobs)
+            record["stages_side_by_side"] = True
+            for name, took in seconds.items():
+                save_record(name, took)
+                print(f"  {name}: {took:.0f} s", flush=True)
+            if status:
+                print(f"recipes/build_demo.py: {status}; fix it and re-run to resume")
+                return 1
+            if args.until in together:
+                print(f"stopped after {args.until} (--until); re-run without --until to go on")
+                return 0
             continue
         print(f"[{i}/{len(STEPS)}] {step} ...", flush=True)
         t0 = time.perf_counter()
@@ -139,19 +168,53 @@ def main(argv: list[str] | None = None) -> int:
         if status:
             print(f"recipes/build_demo.py: step {step} failed (exit {status}); fix it and re-run to resume")
             return status
-        record["steps"][step] = round(time.perf_counter() - t0, 1)
-        tmp = record_path.with_suffix(".partial")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        os.replace(tmp, record_path)
+        save_record(step, time.perf_counter() - t0)
         print(f"[{i}/{len(STEPS)}] {step}: {record['steps'][step]:.0f} s", flush=True)
         if step == args.until:
             print(f"stopped after {step} (--until); re-run without --until to go on")
             return 0
     total = sum(record["steps"].values())
-    print(f"built {out / 'pipeline'} (steps total {total / 60:.1f} min; this run {(time.perf_counter() - started) / 60:.1f} min)")
+    side = 0.0  # stage time spent while another stage trained
+    if record.get("stages_side_by_side"):
+        side = sum(record["steps"][s] for s in STAGE_STEPS) - max(record["steps"][s] for s in STAGE_STEPS)
+    print(f"built {out / 'pipeline'} (wall time of all steps {(total - side) / 60:.1f} min, the stages side by side; "
+          f"this run {(time.perf_counter() - started) / 60:.1f} min)")
     if args.install:
         install(out / "pipeline")
     return 0
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def train_stages_together(steps: list[str], stage_args, out: Path, jobs: int) -> tuple[str, dict[str, float]]:
+    """Run the stage recipes of ``steps`` as up to ``jobs`` processes at once (the cores shared out by
+    OMP_NUM_THREADS), each logging to BUILD/<step>.log -> (failure message or "", {step: wall seconds})."""
+    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(steps)))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    waiting, running, seconds, failed = list(steps), {}, {}, []
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            step = waiting.pop(0)
+            kind = STAGE_KINDS[step]
+            log = open(out / f"{step}.log", "a")
+            command = [sys.executable, str(RECIPES / f"{step}.py"), *stage_args(kind)]
+            running[step] = (subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log,
+                             time.perf_counter())
+        time.sleep(1.0)
+        for step, (proc, log, t0) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[step]
+            if proc.returncode:
+                failed.append(f"{step} failed (exit {proc.returncode}; see {out / (step + '.log')})")
+            else:
+                seconds[step] = time.perf_counter() - t0
+    return "; ".join(failed), seconds
 
 
 def assemble(out: Path) -> int:
