@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         together = [s for s in STAGE_STEPS if s not in record["steps"]] if step in STAGE_STEPS and jobs > 1 else []
         if len(together) > 1:  # the stages side by side, each process with its share of the cores
             print(f"[{i}/{len(STEPS)}] {', '.join(together)} side by side (logs: {out}/<step>.log) ...", flush=True)
-            status, seconds = train_stages_together(together, stage_args, out, jobs)
+            commands = {step: [sys.executable, str(RECIPES / f"{step}.py"), *stage_args(STAGE_KINDS[step])]
+                        for step in together}
+            status, seconds = train_stages_together(commands, out, jobs)
             record["stages_side_by_side"] = True
             for name, took in seconds.items():
                 save_record(name, took)
@@ -190,21 +192,20 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def train_stages_together(steps: list[str], stage_args, out: Path, jobs: int) -> tuple[str, dict[str, float]]:
-    """Run the stage recipes of ``steps`` as up to ``jobs`` processes at once (the cores shared out by
-    OMP_NUM_THREADS), each logging to BUILD/<step>.log -> (failure message or "", {step: wall seconds})."""
-    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(steps)))
+def train_stages_together(commands: dict[str, list[str]], out: Path, jobs: int) -> tuple[str, dict[str, float]]:
+    """Run ``commands`` ({step: argv}) as up to ``jobs`` processes at once, the cores shared out by
+    OMP_NUM_THREADS, each logging to BUILD/<step>.log -> (failure message or "", {step: wall seconds} of those
+    that succeeded)."""
+    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(commands)))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    waiting, running, seconds, failed = list(steps), {}, {}, []
+    waiting, running, seconds, failed = list(commands), {}, {}, []
     while waiting or running:
         while waiting and len(running) < jobs:
             step = waiting.pop(0)
-            kind = STAGE_KINDS[step]
             log = open(out / f"{step}.log", "a")
-            command = [sys.executable, str(RECIPES / f"{step}.py"), *stage_args(kind)]
-            running[step] = (subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log,
+            running[step] = (subprocess.Popen(commands[step], env=env, stdout=log, stderr=subprocess.STDOUT), log,
                              time.perf_counter())
-        time.sleep(1.0)
+        time.sleep(0.2)
         for step, (proc, log, t0) in list(running.items()):
             if proc.poll() is None:
                 continue
