@@ -1,9 +1,12 @@
 """The ``tokmusic`` command.
 
     tokmusic generate VIDEO [--prompt TEXT] [-o OUT.wav|OUT.flac|OUT.mp4] [--pipeline DIR] [--seed N] [--seconds S]
+    tokmusic generate DIR|GLOB|LIST.txt -o OUT_DIR [--num-samples N] [--overwrite] [--format wav|mp4]  (batch;
+        also under `accelerate launch -m tokmusic.cli generate ...`, see tokmusic.batch)
+    tokmusic app [--pipeline DIR] [--host 127.0.0.1] [--port N] [--max-seconds S]
     tokmusic eval --generated DIR --reference DIR [...] -o report.json
 
-A user error prints one line ``tokmusic: error: ...`` and exits 2.
+A user error prints one line ``tokmusic: error: ...`` and exits 2; a batch in which some video failed exits 1.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("video", help="video file (anything ffmpeg reads)")
+    p.add_argument("video", help="video file (anything ffmpeg reads); or, for many videos, a folder, a quoted glob "
+                   "pattern ('clips/*.mp4') or a list file (.txt, one video path per line)")
     p.add_argument("--prompt", help="text describing the music, e.g. 'slow melancholic piano'")
     p.add_argument("-o", "--output", help="OUT.wav / OUT.flac (the music) or OUT.mp4 / .mkv / .mov / .webm "
-                   "(the video with the music); default: VIDEO's name with .wav")
+                   "(the video with the music); default: VIDEO's name with .wav. For many videos: the output "
+                   "folder (required)")
     p.add_argument("--pipeline", help="pipeline directory (default: the bundled default pipeline)")
     p.add_argument("--seed", type=int, help="random seed; the same seed gives the same music")
     p.add_argument("--seconds", type=float, help="only the first SECONDS of the video")
@@ -38,9 +43,27 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, dest="top_p", help="nucleus sampling mass")
     p.add_argument("--cfg-scale", type=float, dest="cfg_scale", help="classifier-free guidance scale for the prompt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    batch = p.add_argument_group("many videos (a folder, glob or list file)")
+    batch.add_argument("--num-samples", type=int, dest="num_samples", metavar="N",
+                       help="outputs per video: NAME-1 ... NAME-N, seeds SEED ... SEED+N-1 (default 1: NAME)")
+    batch.add_argument("--overwrite", action="store_true", default=None,
+                       help="replace outputs that exist (default: skip them, so a re-run does only what is missing)")
+    batch.add_argument("--format", choices=("wav", "flac", "mp4", "m4v", "mkv", "mov", "webm"),
+                       help="what to write per video: the music (wav, flac) or the video with it (mp4, ...); "
+                            "default wav")
 
 
 def _run_generate(args: argparse.Namespace) -> int:
+    from .batch import is_batch_source
+
+    if is_batch_source(args.video):
+        return _run_batch(args)
+    batch_only = [flag for flag, value in (("--num-samples", args.num_samples), ("--overwrite", args.overwrite),
+                                          ("--format", args.format)) if value is not None]
+    if batch_only:
+        raise ConfigError(f"{' and '.join(batch_only)} {'is' if len(batch_only) == 1 else 'are'} for many videos "
+                          f"(a folder, glob or list file); for the one video {args.video}, name the output with "
+                          "-o OUT.wav or -o OUT.mp4")
     from .fileio import check_output
     from .default import BUNDLE_DIR, DEFAULT_PIPELINE_NOTE, NO_BUNDLE_NOTE, generate
     from .video import probe
@@ -70,12 +93,62 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_batch(args: argparse.Namespace) -> int:
+    """``tokmusic generate DIR|GLOB|LIST.txt -o OUT_DIR``: see tokmusic.batch. Exit 1 if any video failed."""
+    from .batch import generate_batch
+    from .default import BUNDLE_DIR, DEFAULT_PIPELINE_NOTE, NO_BUNDLE_NOTE
+
+    if not args.output:
+        raise ConfigError(f"{args.video}: many videos need an output folder; add -o OUT_DIR")
+    sampling = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "cfg_scale")
+                if getattr(args, k) is not None}
+    main_process = os.environ.get("RANK", "0") in ("", "0")
+    if args.pipeline is None and main_process:
+        note = DEFAULT_PIPELINE_NOTE if (BUNDLE_DIR / "pipeline.json").is_file() else NO_BUNDLE_NOTE
+        print(f"tokmusic: note: {note}; --pipeline DIR uses another", file=sys.stderr)
+    summary = generate_batch(args.video, args.output, args.prompt, pipeline=args.pipeline, seed=args.seed,
+                             seconds=args.seconds, num_samples=1 if args.num_samples is None else args.num_samples,
+                             overwrite=bool(args.overwrite), format=args.format or "wav", progress=not args.quiet,
+                             **sampling)
+    if not summary.is_main:
+        return 0  # process 0 of the group reports the batch: its summary and exit status cover every process
+    print(summary.line(), flush=True)
+    return 0 if summary.ok else 1
+
+
+def _run_app(args: argparse.Namespace) -> int:
+    """``tokmusic app``: the local web page (tokmusic.app); needs the ``app`` extra (gradio)."""
+    from .app import require_gradio, serve
+
+    require_gradio()  # before the pipeline loads: one line saying what to install
+    if args.max_seconds is not None and not 0 < args.max_seconds < float("inf"):
+        raise ConfigError(f"--max-seconds must be a number of seconds > 0, got {args.max_seconds:g}")
+    if args.pipeline is None:
+        from .default import BUNDLE_DIR, DEFAULT_PIPELINE_NOTE, NO_BUNDLE_NOTE
+
+        note = DEFAULT_PIPELINE_NOTE if (BUNDLE_DIR / "pipeline.json").is_file() else NO_BUNDLE_NOTE
+        print(f"tokmusic: note: {note}; --pipeline DIR uses another", file=sys.stderr)
+    kwargs = {} if args.max_seconds is None else {"max_seconds": args.max_seconds}
+    return serve(args.pipeline, host=args.host, port=args.port, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tokmusic", description="Music for a video.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     gen = sub.add_parser("generate", help="write music for a video", description="Write music for a video.")
     _generate_arguments(gen)
     gen.set_defaults(run=_run_generate)
+    app = sub.add_parser("app", help="a local web page: upload a video, get it back with music",
+                         description="A local web page: upload a video, get it back with music (needs "
+                                     "pip install \"tokmusic[app]\").")
+    app.add_argument("--pipeline", help="pipeline directory (default: the bundled default pipeline)")
+    app.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default %(default)s: this computer only; 0.0.0.0: every network)")
+    app.add_argument("--port", type=int, help="port (default: 7860, or the next free one)")
+    app.add_argument("--max-seconds", type=float, dest="max_seconds",
+                     help="longest stretch of video (the whole video, or Seconds on the page) it scores "
+                          "(default 120)")
+    app.set_defaults(run=_run_app)
     ev = sub.add_parser("eval", help="compare generated music with references",
                         description="Compare generated music with reference music (FAD, KL, density/coverage, ...).")
     try:

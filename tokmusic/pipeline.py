@@ -219,6 +219,12 @@ class Pipeline:
             params[name] = stage.cfg.sampling().update(**per_stage)
         return params
 
+    def check_request(self, prompt: str | None = None, **sampling) -> None:
+        """Raise the ConfigError ``generate`` would for this prompt and these sampling options, without a video
+        (a batch checks once, not once per video)."""
+        self._sampling(sampling)
+        self._embed_prompt(prompt)
+
     def generate(self, video: str | os.PathLike, prompt: str | None = None, *, seed: int | None = None,
                  seconds: float | None = None, progress: bool = True, **sampling) -> Music:
         """Music for ``video`` (any file ffmpeg reads), as long as the video (or its first ``seconds``).
