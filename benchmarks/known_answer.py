@@ -14,8 +14,9 @@ for the correspondences) it compares, in one run:
 
 Measures:
 
-(a) codec: multi-scale log-mel distance and SI-SNR of the pipeline codec's reconstruction of the truth (and of
-    the random pipeline's codec);
+(a) codec: multi-scale log-mel distance, SI-SNR and chroma agreement (do the notes survive? see
+    ``tokmusic.evaluation.reconstruction.chroma_agreement``) of the pipeline codec's reconstruction of the truth
+    (and of the random pipeline's codec); ``--only codec`` measures just this;
 (b) tempo: Spearman correlation across clips between the tempo of the music (onset autocorrelation, folded by
     octaves into the corpus's tempo range, ``TEMPO_RANGE``) and the tempo the video implies (its pan speed);
 (c) phrases: the times where the music resumes after a pause, against the video's cuts: F1 at +-0.5 s; beat
@@ -169,13 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-seconds", type=float, default=12.0, help="seconds generated per prompt in (d)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write the generated music here (WAV) and a spectrogram PNG of clip 1")
+    p.add_argument("--only", choices=("codec",), help="measure only (a), the codecs' reconstructions (fast)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
 
     import tokmusic
     from tokmusic.audio import load_audio
     from tokmusic.evaluation.embedders import SpectralEmbedder
-    from tokmusic.evaluation.reconstruction import mel_distance, si_snr
+    from tokmusic.evaluation.reconstruction import chroma_agreement, mel_distance, si_snr
     from tokmusic.testing import tiny_pipeline
 
     corpus = Path(args.corpus)
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
     answers, waves = [], {"truth": [], "pipeline": [], "random": []}
-    codec = {"pipeline": {"mel_distance": [], "si_snr": []}, "random": {"mel_distance": [], "si_snr": []}}
+    codec = {label: {"mel_distance": [], "si_snr": [], "chroma_agreement": []} for label in ("pipeline", "random")}
     started = time.perf_counter()
     generated_seconds = 0.0
     for i, name in enumerate(names):
@@ -214,11 +216,21 @@ def main(argv: list[str] | None = None) -> int:
             rebuilt = load_rate(rebuilt, system.sample_rate, sr)
             codec[label]["mel_distance"].append(mel_distance(truth, rebuilt, sr))
             codec[label]["si_snr"].append(si_snr(truth, rebuilt))
+            codec[label]["chroma_agreement"].append(chroma_agreement(truth, rebuilt, sr))
+            if args.only == "codec":
+                continue
             music = system.generate(video, seed=args.seed + i, seconds=answer["duration"], progress=False)
             waves[label].append(load_rate(music.waveform, system.sample_rate, sr))
             generated_seconds += answer["duration"] if label == "pipeline" else 0.0
         log(f"  clip {i + 1}/{len(names)} {name}: done ({time.perf_counter() - started:.0f} s)")
     gen_wall = time.perf_counter() - started
+
+    codec_means = {label: {k: round(float(np.nanmean(v)), 4) for k, v in m.items()} for label, m in codec.items()}
+    if args.only == "codec":
+        result = {"clips": len(names), "corpus": str(corpus), "pipeline": args.pipeline or "default",
+                  "codec": codec_means}
+        print(json.dumps(result) if args.json else "\n".join(codec_lines(result)))
+        return 0
 
     shuffle = derangement(len(names), args.seed)
     rows = {
@@ -238,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["fd_control"] = frechet([judge.audio_embeddings(w) for w in waves[source]], truth_emb)
             summary["fd_spectral"] = frechet([spectral.embed_windows(w, sr) for w in waves[source]], truth_spec)
         result["systems"][label] = summary
-    result["codec"] = {label: {k: round(float(np.mean(v)), 4) for k, v in m.items()} for label, m in codec.items()}
+    result["codec"] = codec_means
 
     # (d) text control on the same videos
     k = min(args.prompt_clips, len(names))
@@ -312,6 +324,12 @@ def write_outputs(out: Path, names: list[str], waves: dict, sr: int) -> None:
     plt.close(fig)
 
 
+def codec_lines(result: dict) -> list[str]:
+    return [f"codec ({label}): mel distance {c['mel_distance']:.3f}, SI-SNR {c['si_snr']:.2f} dB, chroma agreement "
+            f"{c.get('chroma_agreement', float('nan')):.3f} (1: the notes survive, 0: only the key)"
+            for label, c in result["codec"].items()]
+
+
 def print_table(result: dict) -> None:
     systems = result["systems"]
     keys = ["tempo_spearman", "tempo_within_8pct", "phrase_f1", "bcs", "bhs", "cut_beat_hit_rate",
@@ -322,8 +340,7 @@ def print_table(result: dict) -> None:
     for key in keys:
         cells = "".join(f"{systems[s].get(key, float('nan')):>10.3f}" for s in systems)
         print(f"{key:22s}{cells}")
-    for label, c in result["codec"].items():
-        print(f"codec ({label}): mel distance {c['mel_distance']:.3f}, SI-SNR {c['si_snr']:.2f} dB")
+    print("\n".join(codec_lines(result)))
     for label, t in result["text_control"].items():
         print(f"text control ({label}, {t['clips']} clips): fast prompt faster {t['fast_faster_than_slow']:.0%}, "
               f"piano prompt more piano {t['piano_prompt_more_piano']:.0%}")

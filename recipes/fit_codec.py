@@ -104,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     before = trainer.state.get("before")
     if valid_waves:
         for name, key in (("mel distance", "mel_distance"), ("SI-SNR dB", "si_snr"),
+                          ("chroma agreement", "chroma_agreement"),
                           ("coarse-only mel distance", "coarse_mel_distance"),
                           ("coarse-only SI-SNR dB", "coarse_si_snr")):
-            was = f"{before[key]:.3f} -> " if before else ""
+            was = f"{before[key]:.3f} -> " if before and key in before else ""
             print(f"  valid {name}: {was}{after[key]:.3f}")
     else:
         print("  no 'valid' items in the manifest: nothing held out to measure")

@@ -47,3 +47,19 @@ def test_log_mels_are_batched_and_differentiable():
     assert len(mels) == len(SCALES) and all(m.shape[0] == 3 for m in mels)
     sum(m.mean() for m in mels).backward()
     assert bool(torch.isfinite(x.grad).all())
+
+
+def test_chroma_agreement_hears_the_notes_not_the_key():
+    from tokmusic.evaluation.reconstruction import chroma_agreement
+
+    rate = 16_000
+    g = torch.Generator().manual_seed(0)
+    notes = 220 * 2 ** (torch.randint(0, 12, (40,), generator=g) / 12)  # 10 s, four notes a second
+    f = notes.repeat_interleave(rate // 4)
+    melody = 0.3 * torch.sin(2 * math.pi * torch.cumsum(f, 0) / rate)
+    t = torch.arange(melody.numel()) / rate
+    drone = sum(0.3 / 12 * torch.sin(2 * math.pi * float(n) * t) for n in notes.unique())  # every note at once
+    assert chroma_agreement(melody, melody, rate) > 0.99
+    assert chroma_agreement(melody, melody + 0.01 * torch.randn(melody.shape, generator=g), rate) > 0.9
+    assert abs(chroma_agreement(melody, drone, rate)) < 0.15  # the right key, no notes
+    assert abs(chroma_agreement(melody, melody.roll(rate // 8 * 13), rate)) < 0.3  # the right notes, wrong times

@@ -40,3 +40,28 @@ def test_derangement_moves_every_clip(bench):
         p = bench.derangement(7, seed)
         assert sorted(p) == list(range(7)) and all(i != j for i, j in enumerate(p))
     assert bench.derangement(7, 3) == bench.derangement(7, 3)
+
+
+def test_codec_only_run_on_a_small_corpus(bench, tmp_path, capsys):
+    """``--only codec`` on a rendered corpus: the codec rows of both systems, every measure in its range."""
+    import json
+
+    for package in ("music21", "pretty_midi", "tinysoundfont", "skimage"):
+        pytest.importorskip(package)
+    from tokmusic.testing import tiny_pipeline
+
+    spec = importlib.util.spec_from_file_location("recipe_demo_corpus", ROOT / "recipes" / "demo_corpus.py")
+    corpus_recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(corpus_recipe)
+    corpus = tmp_path / "corpus"
+    assert corpus_recipe.main(["--out", str(corpus), "--count", "4", "--valid", "3", "--max-seconds", "6",
+                               "--size", "64", "--quiet"]) == 0
+    tiny_pipeline(seed=1).save_pretrained(tmp_path / "pipe")
+    capsys.readouterr()
+    assert bench.main(["--corpus", str(corpus), "--pipeline", str(tmp_path / "pipe"), "--only", "codec",
+                       "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["clips"] == 3 and set(result["codec"]) == {"pipeline", "random"}
+    for row in result["codec"].values():
+        assert row["mel_distance"] > 0 and row["si_snr"] < 60
+        assert -1 <= row["chroma_agreement"] <= 1

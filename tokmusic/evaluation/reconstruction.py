@@ -1,7 +1,8 @@
-"""How close a reconstruction is to its reference: multi-scale log-mel distance and SI-SNR.
+"""How close a reconstruction is to its reference: multi-scale log-mel distance, SI-SNR, note agreement.
 
     d = mel_distance(reference, estimate, sample_rate)   # 0 = identical spectra; lower is better
     s = si_snr(reference, estimate)                      # dB; higher is better, invariant to gain
+    c = chroma_agreement(reference, estimate, sample_rate)   # 1 = the same notes, 0 = only the same key
 
 Both compare waveforms sample-aligned (a codec's output against its input); `log_mels` is differentiable and
 batched, so the codec trainer's spectral loss is the very quantity `mel_distance` reports.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .spectral import mel_filterbank
+from .spectral import chroma, mel_filterbank
 
 # Window sizes of the multi-scale analysis (hop = window / 4): 16 ms .. 128 ms at 16 kHz.
 SCALES = (256, 512, 1024, 2048)
@@ -77,3 +78,22 @@ def si_snr(reference, estimate, eps: float = 1e-8) -> float:
     noise = est - target
     ratio = (target.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps)
     return float((10 * torch.log10(ratio)).mean())
+
+
+def chroma_agreement(reference, estimate, sample_rate: int) -> float:
+    """Do the notes change the way the reference's do? Pearson correlation, over the frames where both sound,
+    of the two chromagrams after each pitch class's mean over the clip is taken away.
+
+    Taking the means away removes the key: a drone on the clip's average chord scores ~0 however close its
+    spectrum (mel_distance forgives that), the reference itself 1. NaN when fewer than two frames sound.
+    """
+    ref, est = _pair(reference, estimate)
+    a, b = chroma(ref.mean(0).float(), sample_rate), chroma(est.mean(0).float(), sample_rate)
+    t = min(a.shape[1], b.shape[1])
+    a, b = a[:, :t], b[:, :t]
+    both = (a.sum(0) > 0) & (b.sum(0) > 0)
+    if int(both.sum()) < 2:
+        return float("nan")
+    a, b = a[:, both], b[:, both]
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))

@@ -36,6 +36,7 @@ resumed from a checkpoint repeats an uninterrupted one bit for bit (on the same 
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ from transformers import EncodecModel
 
 from ..codec import EncodecCodec
 from ..errors import ConfigError, DataError
-from ..evaluation.reconstruction import log_mels, mel_distance, si_snr
+from ..evaluation.reconstruction import chroma_agreement, log_mels, mel_distance, si_snr
 from ..fileio import load_tensors, read_json, save_tensors, write_json
 from .checkpoints import checkpoint_dirs, optimizer_state, optimizer_tensors
 from .codec_build import architecture_of
@@ -384,9 +385,11 @@ def load_waves(items, sample_rate: int, *, progress: bool = False) -> tuple[list
 
 
 def evaluate_codec(codec: EncodecCodec, waves: list[torch.Tensor], max_seconds: float | None = 30.0) -> dict:
-    """Mean multi-scale mel distance and SI-SNR (dB) of the codec's reconstruction of ``waves`` (their first
-    ``max_seconds``), over all its n_q codebooks and over the coarse ones alone."""
-    out = {"mel_distance": 0.0, "si_snr": 0.0, "coarse_mel_distance": 0.0, "coarse_si_snr": 0.0, "items": len(waves)}
+    """Mean multi-scale mel distance, SI-SNR (dB) and chroma agreement (do the notes survive?) of the codec's
+    reconstruction of ``waves`` (their first ``max_seconds``), over all its n_q codebooks and over the coarse
+    ones alone."""
+    out = {"mel_distance": 0.0, "si_snr": 0.0, "chroma_agreement": 0.0, "coarse_mel_distance": 0.0,
+           "coarse_si_snr": 0.0, "coarse_chroma_agreement": 0.0, "items": len(waves)}
     if not waves:
         return out
     for wave in waves:
@@ -396,4 +399,6 @@ def evaluate_codec(codec: EncodecCodec, waves: list[torch.Tensor], max_seconds: 
             y = codec.decode(codes[:k])[0, : x.numel()]
             out[prefix + "mel_distance"] += mel_distance(x, y, codec.sample_rate) / len(waves)
             out[prefix + "si_snr"] += si_snr(x, y) / len(waves)
+            agreement = chroma_agreement(x, y, codec.sample_rate)
+            out[prefix + "chroma_agreement"] += (0.0 if math.isnan(agreement) else agreement) / len(waves)
     return out
