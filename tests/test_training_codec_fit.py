@@ -167,8 +167,10 @@ def test_evaluate_codec_reports_both_bandwidths():
     codec = new_codec(**TINY)
     result = evaluate_codec(codec, [sines(0.5), sines(0.3)])
     assert result["items"] == 2
-    assert set(result) == {"mel_distance", "si_snr", "coarse_mel_distance", "coarse_si_snr", "items"}
+    assert set(result) == {"mel_distance", "si_snr", "chroma_agreement", "coarse_mel_distance", "coarse_si_snr",
+                           "coarse_chroma_agreement", "items"}
     assert all(math.isfinite(v) for v in result.values())
+    assert -1 <= result["chroma_agreement"] <= 1
 
 
 def _recipe():
