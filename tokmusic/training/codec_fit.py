@@ -25,10 +25,10 @@ What one step does (EnCodec, Défossez et al. 2022, without its adversarial part
 - Quantizer dropout (SoundStream): with probability ``quantizer_dropout`` a batch uses only its first n
   codebooks, n uniform in 1..n_q, so the first (coarse) codebooks decode well on their own.
 - No adversarial loss and no discriminators: they double the cost of a step and need far more steps than a
-  2-core CPU has. Measured on rendered Bach chorales (16 kHz, default architecture, 300 steps): the mel
-  distance of held-out reconstructions falls from 3.2 to 0.72, but SI-SNR stays far below 0 dB (the output
-  matches spectra, not waveforms); a codec that reconstructs waveforms needs orders of magnitude more steps
-  (EnCodec trains ~300k).
+  2-core CPU has. Measured on the demo chorales (16 kHz, default architecture, 1500 steps, 18 CPU minutes):
+  held-out mel distance falls from 2.26 to 0.61 and 250 / 193 / 126 / 96 codes of the four codebooks are in
+  use, but SI-SNR stays far below 0 dB (spectra, not waveforms) and the chroma agreement is ~0: the codec
+  keeps loudness, timbre and pauses but not which notes play. EnCodec trains ~300k steps.
 
 Every step's crops, dropout draw and dead-code picks come from a generator seeded by (seed, step), so a run
 resumed from a checkpoint repeats an uninterrupted one bit for bit (on the same machine and thread count).
