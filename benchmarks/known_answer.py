@@ -49,6 +49,7 @@ BEAT_TOLERANCE = 0.1
 INSTRUMENT_PROMPTS = {"piano": "a moderate Bach chorale played on piano",
                       "organ": "a moderate Bach chorale played on church organ"}
 TEMPO_PROMPTS = {"fast": "a fast Bach chorale", "slow": "a slow Bach chorale"}
+SPECTROGRAM_SECONDS = 15  # of each of the first two clips, in --out's spectrogram.png
 
 
 def fold_tempo(bpm: float, low: float = TEMPO_RANGE[0], high: float = TEMPO_RANGE[1]) -> float:
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-clips", type=int, default=8, help="clips for the text-control test (d)")
     p.add_argument("--prompt-seconds", type=float, default=12.0, help="seconds generated per prompt in (d)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="also write the generated music here (WAV) and a spectrogram PNG of clip 1")
+    p.add_argument("--out", help="also write the generated music here (WAV) and a spectrogram PNG of the first two clips")
     p.add_argument("--only", choices=("codec",), help="measure only (a), the codecs' reconstructions (fast)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
@@ -310,24 +311,22 @@ def write_outputs(out: Path, names: list[str], waves: dict, sr: int) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
-    for ax, label in zip(axes, ("truth", "pipeline")):
-        x = waves[label][0][0]
-        spec = torch.stft(x, 1024, 256, window=torch.hann_window(1024), return_complex=True).abs()
-        ax.imshow(20 * np.log10(spec.numpy() + 1e-5), origin="lower", aspect="auto", cmap="magma",
-                  extent=(0, x.shape[0] / sr, 0, sr / 2000), vmin=-60)
-        ax.set_ylabel(f"{label}\nkHz")
-    axes[-1].set_xlabel("seconds")
-    fig.suptitle(f"{names[0]}: ground-truth rendering (top) and generated music (bottom)")
+    labels, shown = ("truth", "pipeline", "random"), names[:2]
+    fig, axes = plt.subplots(len(labels), len(shown), figsize=(6 * len(shown), 6), sharex=True, squeeze=False)
+    for col, name in enumerate(shown):
+        for row, label in enumerate(labels):
+            x = waves[label][col][0][: SPECTROGRAM_SECONDS * sr]
+            spec = torch.stft(x, 1024, 256, window=torch.hann_window(1024), return_complex=True).abs()
+            ax = axes[row, col]
+            ax.imshow(20 * np.log10(spec.numpy() + 1e-5), origin="lower", aspect="auto", cmap="magma",
+                      extent=(0, x.shape[0] / sr, 0, sr / 2000), vmin=-60)
+            ax.set_title(f"{name}: {label}", fontsize=9)
+            ax.set_ylabel("kHz")
+        axes[-1, col].set_xlabel("seconds")
+    fig.suptitle("ground-truth rendering, the pipeline's music and the random pipeline's, for the same videos")
     fig.tight_layout()
     fig.savefig(out / "spectrogram.png", dpi=80)
     plt.close(fig)
-
-
-def codec_lines(result: dict) -> list[str]:
-    return [f"codec ({label}): mel distance {c['mel_distance']:.3f}, SI-SNR {c['si_snr']:.2f} dB, chroma agreement "
-            f"{c.get('chroma_agreement', float('nan')):.3f} (1: the notes survive, 0: only the key)"
-            for label, c in result["codec"].items()]
 
 
 def print_table(result: dict) -> None:
