@@ -170,8 +170,8 @@ def data_dependent_init(model: EncodecModel, x: torch.Tensor) -> None:
         hook.remove()
         out = seen[0]
         mean, std = out.mean((0, 2)), out.std((0, 2)).clamp_min(1e-8)
-        if i == len(convs) - 1:  # the waveform: as loud as the input, no offset
-            mean, std = mean, std / x.std().clamp_min(1e-8)
+        if i == len(convs) - 1:  # the waveform: no offset, as loud as the input
+            std = std / x.std().clamp_min(1e-8)
         conv.bias.sub_(mean)
         _scale_conv(conv, 1 / std)
 
