@@ -46,3 +46,17 @@ def test_generate_without_a_pipeline_uses_the_bundle_once(tmp_path, monkeypatch)
         assert music.waveform.shape == (1, 32000)
         assert torch.isfinite(music.waveform).all() and music.waveform.abs().max() > 1e-3
     assert not torch.equal(first.waveform, second.waveform)  # the prompt changes the music
+
+
+def test_bundle_loads_without_its_empty_folders(tmp_path):
+    """git keeps no empty folder: the visual part (weights read from its package) has none in a checkout."""
+    import shutil
+
+    copy = tmp_path / "demo"
+    shutil.copytree(BUNDLE, copy)
+    shutil.rmtree(copy / "visual", ignore_errors=True)
+    pipe = tokmusic.Pipeline.from_pretrained(copy)
+    assert pipe.visual_encoder.dim == 1310  # EfficientNet-Lite0's 1280 + motion's 30
+    (copy / "codec" / "model.safetensors").unlink()  # a part that has files still needs them
+    with pytest.raises(tokmusic.CheckpointError):
+        tokmusic.Pipeline.from_pretrained(copy)

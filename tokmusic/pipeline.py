@@ -166,7 +166,9 @@ class Pipeline:
                 check(meta[key].get("path"), Field(str), str(where), f"{key}.path")
                 module.REGISTRY.check(config, str(where), key)
                 sub = inside(directory, meta[key]["path"], str(where), f"{key}.path")
-                if not sub.is_dir():
+                if not sub.is_dir() and not module.REGISTRY.needs_directory(config):
+                    sub = None  # a part with no files (read from its package): git keeps no empty folder
+                elif not sub.is_dir():
                     raise CheckpointError(f"{sub}: directory of the {key!r} part ({where}: {key}.path) is missing; "
                                           "the pipeline is incomplete")
                 entries[key] = (config, sub)

@@ -373,6 +373,10 @@ class Registry:
     def register(self, name: str, load: Callable, fields: Mapping[str, Field], *, needs_directory: bool = True):
         self._types[name] = ({"type": Field(str, required=True), **fields}, load, needs_directory)
 
+    def needs_directory(self, config: dict) -> bool:
+        """Whether a part of this (checked) config is rebuilt from files saved beside it."""
+        return self._types[config["type"]][2]
+
     def check(self, config: Any, where: str | None = None, key: str = "", expect: str | None = None) -> None:
         """Check ``config``'s type and fields; ``expect``: the one type a caller can take."""
         where = where or f"{self.part} config"
