@@ -114,6 +114,7 @@ class SemanticTokenizer(CentroidTokenizer):
             context_seconds=self.context_seconds,
         )
 
+    @torch.no_grad()
     def features(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """Waveform [C, N] (or [N]) at `sample_rate` -> float32 [T, D], hidden_states[layer] (mono, resampled)."""
         x = self._prepare(waveform, sample_rate)  # [N'] at self.sample_rate

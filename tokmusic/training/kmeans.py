@@ -33,7 +33,7 @@ def fit_kmeans(x: torch.Tensor, k: int, *, iterations: int = 100, batch_size: in
     if x.dim() != 2 or x.shape[0] < k:
         raise DataError(f"k-means needs at least k={k} feature frames of shape [N, D]; got {tuple(x.shape)}. "
                         "Use fewer --clusters or more audio")
-    x = x.float()
+    x = x.detach().float()  # centroids are statistics, not part of any graph
     g = torch.Generator().manual_seed(seed)
     init = x[torch.randperm(x.shape[0], generator=g)[:init_sample]]
     centroids = kmeans_plus_plus(init, k, g).clone()
