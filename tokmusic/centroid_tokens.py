@@ -2,15 +2,21 @@
 
 ``SemanticTokenizer`` (a self-supervised model's hidden states) and ``SpectralTokenizer`` (chroma, mel, level,
 onset) differ only in ``features``; a subclass sets ``sample_rate``, ``stride`` (samples per token), ``dim``
-(feature width), ``centroids`` (float [K, dim] or None) and ``device``.
+(feature width), ``centroids`` (float [K, dim] or None) and ``device``; the centroids are saved in
+``centroids.safetensors`` beside the tokenizer's other files.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .errors import ConfigError
+from pathlib import Path
+
+from .errors import CheckpointError, ConfigError
+from .fileio import check_keys, load_tensors, save_tensors
 from .resample import resample
+
+CENTROIDS_FILE = "centroids.safetensors"
 
 
 class CentroidTokenizer:
@@ -74,3 +80,26 @@ class CentroidTokenizer:
         x = waveform.float().to(self.device)
         x = x.mean(0) if x.dim() == 2 else x
         return resample(x, sample_rate, self.sample_rate)
+
+    # -------------------------------------------------------------------------------------------- centroid file
+    def _save_centroids(self, directory: Path) -> None:
+        """Write the centroids (if any) to directory/centroids.safetensors."""
+        if self.centroids is not None:
+            save_tensors(Path(directory) / CENTROIDS_FILE, {"centroids": self.centroids})
+
+    def _load_centroids(self, directory: Path, config: dict):
+        """Set the centroids saved by ``_save_centroids`` and check them against ``config`` (its vocab_size and
+        dim); a config with vocab_size 0 and no file leaves them unset. Returns self."""
+        path = Path(directory) / CENTROIDS_FILE
+        if config.get("vocab_size", 1) == 0 and not path.exists():
+            return self
+        tensors = load_tensors(path)
+        check_keys(tensors, {"centroids"}, str(path))
+        if "centroids" not in tensors:
+            raise CheckpointError(f"{path}: no 'centroids' tensor; save the tokenizer again")
+        self.centroids = self._check_centroids(tensors["centroids"], str(path), CheckpointError)
+        for key in ("vocab_size", "dim"):
+            if key in config and config[key] != getattr(self, key):
+                raise CheckpointError(f"{path}: holds {key}={getattr(self, key)} but the tokenizer config "
+                                      f"says {config[key]}; save the tokenizer again")
+        return self

@@ -26,12 +26,11 @@ from transformers import AutoModel, PreTrainedModel
 
 from .centroid_tokens import CentroidTokenizer
 from .errors import CheckpointError, ConfigError
-from .fileio import check_keys, fitting_pretrained, load_tensors, save_tensors
+from .fileio import fitting_pretrained, load_tensors
 from .hf_loading import loading, no_progress_bars
 from .schema import Field, Registry, count, number, positive, size
 
 CONFIG_TYPE = "ssl_kmeans"
-CENTROIDS_FILE = "centroids.safetensors"
 MODEL_DIR = "model"
 
 
@@ -199,8 +198,7 @@ class SemanticTokenizer(CentroidTokenizer):
         directory = Path(directory)
         with no_progress_bars():
             self.model.save_pretrained(str(directory / MODEL_DIR), safe_serialization=True)
-        if self.centroids is not None:
-            save_tensors(directory / CENTROIDS_FILE, {"centroids": self.centroids})
+        self._save_centroids(directory)
 
     @classmethod
     def load(cls, directory: Path, config: dict) -> SemanticTokenizer:
@@ -219,21 +217,7 @@ class SemanticTokenizer(CentroidTokenizer):
             )
         options = {k: config[k] for k in ("normalize", "chunk_seconds", "context_seconds") if k in config}
         tokenizer = cls(model, config["layer"], None, config["sample_rate"], **options)
-        path = directory / CENTROIDS_FILE
-        if config.get("vocab_size", 1) == 0 and not path.exists():
-            return tokenizer
-        tensors = load_tensors(path)
-        check_keys(tensors, {"centroids"}, str(path))
-        if "centroids" not in tensors:
-            raise CheckpointError(f"{path}: no 'centroids' tensor; save the tokenizer again")
-        tokenizer.centroids = tokenizer._check_centroids(tensors["centroids"], str(path), CheckpointError)
-        for key in ("vocab_size", "dim"):
-            if key in config and config[key] != getattr(tokenizer, key):
-                raise CheckpointError(
-                    f"{path}: holds {key}={getattr(tokenizer, key)} but the tokenizer config says {config[key]}; "
-                    "save the tokenizer again"
-                )
-        return tokenizer
+        return tokenizer._load_centroids(directory, config)
 
 
 # Semantic tokenizer configs by "type" (the semantic_tokenizer entry of pipeline.json).

@@ -24,13 +24,11 @@ from pathlib import Path
 import torch
 
 from .centroid_tokens import CentroidTokenizer
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .evaluation.spectral import chroma_filterbank, mel_filterbank
-from .fileio import check_keys, load_tensors, save_tensors
 from .schema import Field, Registry, count, size
 
 CONFIG_TYPE = "spectral_kmeans"
-CENTROIDS_FILE = "centroids.safetensors"
 CHROMA_FFT = 4096  # 3.9 Hz bins at 16 kHz: semitones apart from ~65 Hz up
 QUIET_DB = -60.0  # frames whose power is below this (dB re a full-scale sine) have no chroma
 CHROMA_GAIN = 100.0  # log1p(gain * magnitude): compression of the chroma magnitudes
@@ -122,28 +120,14 @@ class SpectralTokenizer(CentroidTokenizer):
 
     def save(self, directory: Path) -> None:
         """Write the centroids to directory/"centroids.safetensors" (nothing else is needed)."""
-        if self.centroids is not None:
-            save_tensors(Path(directory) / CENTROIDS_FILE, {"centroids": self.centroids})
+        self._save_centroids(directory)
 
     @classmethod
     def load(cls, directory: Path, config: dict) -> SpectralTokenizer:
         """Rebuild a tokenizer saved by save() with the settings of to_config()."""
         directory = Path(directory)
         options = {k: config[k] for k in ("sample_rate", "frame_rate", "n_mels", "onset") if k in config}
-        tokenizer = cls(**options)
-        path = directory / CENTROIDS_FILE
-        if config.get("vocab_size", 1) == 0 and not path.exists():
-            return tokenizer
-        tensors = load_tensors(path)
-        check_keys(tensors, {"centroids"}, str(path))
-        if "centroids" not in tensors:
-            raise CheckpointError(f"{path}: no 'centroids' tensor; save the tokenizer again")
-        tokenizer.centroids = tokenizer._check_centroids(tensors["centroids"], str(path), CheckpointError)
-        for key in ("vocab_size", "dim"):
-            if key in config and config[key] != getattr(tokenizer, key):
-                raise CheckpointError(f"{path}: holds {key}={getattr(tokenizer, key)} but the tokenizer config "
-                                      f"says {config[key]}; save the tokenizer again")
-        return tokenizer
+        return cls(**options)._load_centroids(directory, config)
 
 
 FIELDS = {"sample_rate": size(), "frame_rate": size(1000), "n_mels": size(256), "onset": Field(bool),
