@@ -3,19 +3,14 @@ of the cores; a failure is named with its log, the others still finish and are t
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from scripts import load_script
 
 
 def build_demo():
-    spec = importlib.util.spec_from_file_location("recipe_build_demo", ROOT / "recipes" / "build_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/build_demo.py")
 
 
 def test_stages_run_side_by_side_and_failures_are_named(tmp_path):

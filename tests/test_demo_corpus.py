@@ -1,8 +1,6 @@
 """recipes/demo_corpus.py: the demo world's clips carry the correspondences its ground truth claims."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,19 +9,15 @@ pytest.importorskip("music21")
 pytest.importorskip("tinysoundfont")
 pytest.importorskip("skimage")
 
+from scripts import load_script  # noqa: E402
 from tokmusic.audio import load_audio  # noqa: E402
 from tokmusic.evaluation.structure import pause_ends  # noqa: E402
 from tokmusic.evaluation.video_events import analyze_video  # noqa: E402
 from tokmusic.video import probe  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def demo_corpus():
-    spec = importlib.util.spec_from_file_location("recipe_demo_corpus", ROOT / "recipes" / "demo_corpus.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/demo_corpus.py")
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,14 @@
 """benchmarks/known_answer.py: its measures on answers that are known."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("known_answer", ROOT / "benchmarks" / "known_answer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/known_answer.py")
 
 
 def test_fold_tempo_puts_octave_errors_back_in_range(bench):
@@ -50,9 +44,7 @@ def test_codec_only_run_on_a_small_corpus(bench, tmp_path, capsys):
         pytest.importorskip(package)
     from tokmusic.testing import tiny_pipeline
 
-    spec = importlib.util.spec_from_file_location("recipe_demo_corpus", ROOT / "recipes" / "demo_corpus.py")
-    corpus_recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(corpus_recipe)
+    corpus_recipe = load_script("recipes/demo_corpus.py")
     corpus = tmp_path / "corpus"
     assert corpus_recipe.main(["--out", str(corpus), "--count", "4", "--valid", "3", "--max-seconds", "6",
                                "--size", "64", "--quiet"]) == 0

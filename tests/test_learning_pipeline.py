@@ -25,13 +25,13 @@ The module takes about 50 s here without the slow test (about 40 s of it trainin
 about 60 s.
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from scripts import load_script
 from token_judge import Answers, Judge
 from tokmusic.audio import load_audio
 from tokmusic.pipeline import Pipeline
@@ -46,10 +46,7 @@ TRAIN = {"lr": 5e-3, "warmup_steps": 10, "batch_size": 8, "ema_decay": 0.0, "num
 
 
 def recipe(name):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"recipes/{name}.py")
 
 
 def card(tmp: Path, kind: str, steps: int) -> Path:

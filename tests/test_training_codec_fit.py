@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -13,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
+from scripts import load_script
 from tokmusic.errors import ConfigError
 from tokmusic.pipeline import Pipeline
 from tokmusic.testing import tiny_pipeline
@@ -174,10 +174,7 @@ def test_evaluate_codec_reports_both_bandwidths():
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("fit_codec_recipe", REPO / "recipes" / "fit_codec.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/fit_codec.py")
 
 
 def test_recipe_trains_resumes_and_writes_a_pipeline(tmp_path, capsys):

@@ -1,6 +1,5 @@
 """End to end: a tiny corpus -> preprocess -> each stage under a 2-process accelerate launch -> generation."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from media import make_audio, make_video
+from scripts import load_script
 from tokmusic.errors import ConfigError, DataError, TokmusicError
 from tokmusic.testing import tiny_pipeline
 from tokmusic.training.shards import TokenShards
@@ -32,10 +32,7 @@ def launch(script, *args, processes=2):
 
 
 def recipe(name):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_script(f"recipes/{name}.py").main
 
 
 def card(tmp, kind, **train):
