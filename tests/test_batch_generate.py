@@ -15,19 +15,11 @@ from tokmusic.batch import BatchSummary, find_videos, generate_batch
 from tokmusic.cli import main
 from tokmusic.errors import ConfigError
 from tokmusic.pipeline import Pipeline
-from tokmusic.testing import tiny_pipeline
 from tokmusic.video import probe
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ["a.wav", "b.wav", "c.wav", "sub/d.wav"]
 ALL_FINE = "4 written, 0 skipped (already there), 1 failed; 5 videos"
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    path = tmp_path_factory.mktemp("batch") / "tiny"
-    tiny_pipeline(seed=0).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

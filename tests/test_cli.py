@@ -6,17 +6,9 @@ import pytest
 
 from tokmusic.audio import load_audio
 from tokmusic.cli import main
-from tokmusic.testing import tiny_pipeline
 from tokmusic.video import probe
 
 from media import make_video
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cli") / "tiny"
-    tiny_pipeline(seed=0).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

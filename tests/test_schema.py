@@ -15,7 +15,6 @@ from tokmusic import CheckpointError, ConfigError, TokmusicError
 from tokmusic.cards import read_card, stage_config
 from tokmusic.compatibility import PipelineShape
 from tokmusic.schema import Field, MAX_SIZE, check, check_object, dataclass_fields, inside, size
-from tokmusic.testing import tiny_pipeline
 from tokmusic.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,13 +80,6 @@ def expect_named(call, file, key, case, *, also=()):
     except Exception as exc:  # noqa: BLE001 — the point of the test
         pytest.fail(f"{case}: {type(exc).__name__} escaped: {exc}")
     return "loaded"
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    path = tmp_path_factory.mktemp("schema") / "tiny"
-    tiny_pipeline(seed=0).save_pretrained(path)
-    return path
 
 
 @pytest.fixture()
