@@ -100,9 +100,9 @@ class MusicApp:
         """The pipeline, loaded on first use (``serve`` loads it before the page opens)."""
         with self._lock:
             if self._pipe is None:
-                from .batch import _load_pipeline
+                from .default import resolve_pipeline
 
-                self._pipe = _load_pipeline(self._pipeline_arg)
+                self._pipe = resolve_pipeline(self._pipeline_arg, warn_missing=False)
             return self._pipe
 
     # -- what the Generate button runs -------------------------------------------------------------------------

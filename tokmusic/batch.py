@@ -42,12 +42,12 @@ import glob as _glob
 import os
 import re
 import sys
-import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path, PurePath
 from typing import Callable, Iterable, Sequence
 
+from . import default
 from .errors import CheckpointError, ConfigError, TokmusicError
 
 # What a folder search takes as a video (lower-case suffixes; files are matched case-insensitively).
@@ -270,21 +270,6 @@ def _reason(video: Path, exc: BaseException) -> str:
     return message
 
 
-def _load_pipeline(pipeline):
-    from .default import default_pipeline
-    from .pipeline import Pipeline
-
-    if pipeline is None:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="the default pipeline's bundle is missing")
-            return default_pipeline()
-    if isinstance(pipeline, Pipeline):
-        return pipeline
-    if isinstance(pipeline, (str, os.PathLike)):
-        return Pipeline.from_pretrained(pipeline)
-    raise ConfigError(f"pipeline must be None, a directory path or a tokmusic.Pipeline, not {pipeline!r}")
-
-
 def _check_plan(items: list[BatchItem], out_dir: Path, format: str, num_samples: int) -> None:
     owner: dict[Path, BatchItem] = {}
     for item in items:
@@ -370,7 +355,7 @@ def generate_batch(source: str | os.PathLike | Sequence[str | os.PathLike], out_
     out_dir.mkdir(parents=True, exist_ok=True)
     mine = items[rank::world]
 
-    pipe = _load_pipeline(pipeline)
+    pipe = default.resolve_pipeline(pipeline, warn_missing=False)
     if state is not None and getattr(state, "device", None) is not None and state.device.type != "cpu":
         pipe.to(state.device)
     pipe.check_request(prompt, **sampling)  # a bad option is one error now, not one failure per video

@@ -34,10 +34,10 @@ def default_pipeline() -> Pipeline:
     """The bundled default pipeline, loaded on first use and kept for the life of the process.
 
     It is the demo bundle (``tokmusic/pretrained/demo``): a whole pipeline trained on the demo world of
-    ``recipes/demo_corpus.py`` by ``recipes/build_demo.py``. It writes music in that world's style (Bach
-    chorales on a General MIDI piano or organ whose tempo follows the camera's motion and whose phrases follow
-    the cuts); for music of the real world, pass a pipeline trained on real music. If the bundle is missing,
-    this is ``tokmusic.testing.tiny_pipeline()`` with a warning.
+    ``recipes/demo_corpus.py`` by ``recipes/build_demo.py``, where the camera's motion sets a Bach chorale's
+    tempo, cuts start phrases and the colour grade picks piano or organ. Of these it has learned the instrument
+    so far (README, "The demo bundle"); for music of the real world, pass a pipeline trained on real music. If
+    the bundle is missing, this is ``tokmusic.testing.tiny_pipeline()`` with a warning.
     """
     global _DEFAULT
     if _DEFAULT is None:
@@ -46,7 +46,7 @@ def default_pipeline() -> Pipeline:
         else:
             from .testing import tiny_pipeline
 
-            warnings.warn(NO_BUNDLE_NOTE, stacklevel=3)
+            warnings.warn(NO_BUNDLE_NOTE, stacklevel=4)  # the caller of tokmusic.generate
             _DEFAULT = tiny_pipeline(seed=0)
     return _DEFAULT
 
@@ -58,16 +58,32 @@ def generate(video: str | os.PathLike, prompt: str | None = None, *, pipeline=No
     from .video import probe
 
     check_generate_arguments(prompt=prompt, seed=seed, seconds=seconds, progress=progress)
-    if pipeline is not None and not isinstance(pipeline, (Pipeline, str, os.PathLike)):
-        raise ConfigError(f"pipeline must be None, a directory path or a tokmusic.Pipeline, not {shown(pipeline)}")
+    check_pipeline_argument(pipeline)
     probe(video)  # a bad video fails before any model loads
-    if pipeline is None:
-        pipe = default_pipeline()
-    elif isinstance(pipeline, Pipeline):
-        pipe = pipeline
-    else:
-        pipe = Pipeline.from_pretrained(pipeline)
+    pipe = resolve_pipeline(pipeline)
     return pipe.generate(video, prompt, seed=seed, seconds=seconds, progress=progress, **sampling)
 
 
-__all__ = ["generate", "default_pipeline", "BUNDLE_DIR", "DEFAULT_PIPELINE_NOTE"]
+def check_pipeline_argument(pipeline) -> None:
+    """ConfigError unless ``pipeline`` is None, a directory path or a ``Pipeline``."""
+    if pipeline is not None and not isinstance(pipeline, (Pipeline, str, os.PathLike)):
+        raise ConfigError(f"pipeline must be None, a directory path or a tokmusic.Pipeline, not {shown(pipeline)}")
+
+
+def resolve_pipeline(pipeline, *, warn_missing: bool = True) -> Pipeline:
+    """The pipeline a ``pipeline=`` argument names: None -> the default pipeline, a directory -> loaded from
+    it, a ``Pipeline`` -> itself. ``warn_missing=False``: no warning when the default bundle is missing (for
+    callers that tell the user themselves, as the command line does)."""
+    check_pipeline_argument(pipeline)
+    if pipeline is None:
+        if warn_missing:
+            return default_pipeline()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="the default pipeline's bundle is missing")
+            return default_pipeline()
+    if isinstance(pipeline, Pipeline):
+        return pipeline
+    return Pipeline.from_pretrained(pipeline)
+
+
+__all__ = ["generate", "default_pipeline", "resolve_pipeline", "BUNDLE_DIR", "DEFAULT_PIPELINE_NOTE"]
