@@ -53,6 +53,20 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
                             "default wav")
 
 
+def _sampling(args: argparse.Namespace) -> dict:
+    """The sampling options given on the command line."""
+    return {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "cfg_scale") if getattr(args, k) is not None}
+
+
+def _note_default_pipeline(args: argparse.Namespace) -> None:
+    """Without --pipeline: one line on stderr saying what the default pipeline is (or that its bundle is missing)."""
+    if args.pipeline is None:
+        from .default import BUNDLE_DIR, DEFAULT_PIPELINE_NOTE, NO_BUNDLE_NOTE
+
+        note = DEFAULT_PIPELINE_NOTE if (BUNDLE_DIR / "pipeline.json").is_file() else NO_BUNDLE_NOTE
+        print(f"tokmusic: note: {note}; --pipeline DIR uses another", file=sys.stderr)
+
+
 def _run_generate(args: argparse.Namespace) -> int:
     from .batch import is_batch_source
 
@@ -65,7 +79,7 @@ def _run_generate(args: argparse.Namespace) -> int:
                           f"(a folder, glob or list file); for the one video {args.video}, name the output with "
                           "-o OUT.wav or -o OUT.mp4")
     from .fileio import check_output
-    from .default import BUNDLE_DIR, DEFAULT_PIPELINE_NOTE, NO_BUNDLE_NOTE, generate
+    from .default import generate
     from .video import probe
 
     video = Path(args.video)
@@ -76,11 +90,9 @@ def _run_generate(args: argparse.Namespace) -> int:
     if out.resolve() == video.resolve():
         raise ConfigError(f"{out}: the output would overwrite the input video; choose another -o")
     check_output(out, "output (-o)", AUDIO_SUFFIXES + VIDEO_SUFFIXES)  # now, not after minutes of generation
-    sampling = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "cfg_scale") if getattr(args, k) is not None}
+    sampling = _sampling(args)
     probe(video)  # a bad video is reported before anything else
-    if args.pipeline is None:
-        note = DEFAULT_PIPELINE_NOTE if (BUNDLE_DIR / "pipeline.json").is_file() else NO_BUNDLE_NOTE
-        print(f"tokmusic: note: {note}; --pipeline DIR uses another", file=sys.stderr)
+    _note_default_pipeline(args)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="the default pipeline's bundle is missing")
         music = generate(video, args.prompt, pipeline=args.pipeline, seed=args.seed, seconds=args.seconds,
@@ -96,16 +108,12 @@ def _run_generate(args: argparse.Namespace) -> int:
 def _run_batch(args: argparse.Namespace) -> int:
     """``tokmusic generate DIR|GLOB|LIST.txt -o OUT_DIR``: see tokmusic.batch. Exit 1 if any video failed."""
     from .batch import generate_batch
-    from .default import BUNDLE_DIR, DEFAULT_PIPELINE_NOTE, NO_BUNDLE_NOTE
 
     if not args.output:
         raise ConfigError(f"{args.video}: many videos need an output folder; add -o OUT_DIR")
-    sampling = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p", "cfg_scale")
-                if getattr(args, k) is not None}
-    main_process = os.environ.get("RANK", "0") in ("", "0")
-    if args.pipeline is None and main_process:
-        note = DEFAULT_PIPELINE_NOTE if (BUNDLE_DIR / "pipeline.json").is_file() else NO_BUNDLE_NOTE
-        print(f"tokmusic: note: {note}; --pipeline DIR uses another", file=sys.stderr)
+    sampling = _sampling(args)
+    if os.environ.get("RANK", "0") in ("", "0"):  # the main process only
+        _note_default_pipeline(args)
     summary = generate_batch(args.video, args.output, args.prompt, pipeline=args.pipeline, seed=args.seed,
                              seconds=args.seconds, num_samples=1 if args.num_samples is None else args.num_samples,
                              overwrite=bool(args.overwrite), format=args.format or "wav", progress=not args.quiet,
@@ -123,11 +131,7 @@ def _run_app(args: argparse.Namespace) -> int:
     require_gradio()  # before the pipeline loads: one line saying what to install
     if args.max_seconds is not None and not 0 < args.max_seconds < float("inf"):
         raise ConfigError(f"--max-seconds must be a number of seconds > 0, got {args.max_seconds:g}")
-    if args.pipeline is None:
-        from .default import BUNDLE_DIR, DEFAULT_PIPELINE_NOTE, NO_BUNDLE_NOTE
-
-        note = DEFAULT_PIPELINE_NOTE if (BUNDLE_DIR / "pipeline.json").is_file() else NO_BUNDLE_NOTE
-        print(f"tokmusic: note: {note}; --pipeline DIR uses another", file=sys.stderr)
+    _note_default_pipeline(args)
     kwargs = {} if args.max_seconds is None else {"max_seconds": args.max_seconds}
     return serve(args.pipeline, host=args.host, port=args.port, **kwargs)
 
