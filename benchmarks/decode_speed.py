@@ -2,11 +2,16 @@
 
     python benchmarks/decode_speed.py                       # the 42 M and MusicGen-small configs, CPU
     python benchmarks/decode_speed.py --config small --device cuda --dtype bfloat16 --json
+    python benchmarks/decode_speed.py --config 42m --samples 4     # 4 samples of one conditioning at once
+    python benchmarks/decode_speed.py --config 42m --threads 2     # both on 2 CPU threads
 
 Both models have random weights and the same width, layers, heads, FFN, codebooks, vocabulary and memory
 length (the cross-attended sequence: our encoder's output, MusicGen's text encoder's). Both sample with
 classifier-free guidance as a batch of two (conditional and null), top-k 250, temperature 1, the delay pattern,
-the same number of decoder steps; runs alternate in one process and the best of ``--repeats`` counts.
+the same number of decoder steps; runs alternate in one process and the best of ``--repeats`` counts. With
+``--samples N`` both decode N samples at once (ours: ``Stage.generate_batch``; MusicGen: a batch of N copies of
+the text), so a step serves N samples. On a CPU tokmusic decodes models narrower than 1024 on one thread
+(``tokmusic.stage.decode_threads``) and MusicGen uses torch's default; ``--threads N`` puts both on N.
 MusicGen runs through ``MusicgenForConditionalGeneration.generate`` with a tiny T5 text encoder and a tiny
 EnCodec, so its encoder and codec cost next to nothing, as ours do.
 
@@ -31,6 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+import tokmusic.stage  # noqa: E402
 from tokmusic.lst_fusion import LSTConfig  # noqa: E402
 from tokmusic.sampling import SamplingParams  # noqa: E402
 from tokmusic.stage import Conditioning, Stage, StageConfig  # noqa: E402
@@ -118,17 +124,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_ours(stage: Stage, cond: Conditioning, timesteps: int, device: torch.device) -> float:
+def time_ours(stage: Stage, cond: Conditioning, timesteps: int, device: torch.device, samples: int = 1) -> float:
     params = SamplingParams(temperature=1.0, top_k=250, top_p=1.0, cfg_scale=3.0)
-    g = torch.Generator(device).manual_seed(0)
+    generators = [torch.Generator(device).manual_seed(k) for k in range(samples)]
     sync(device)
     start = time.perf_counter()
-    stage.generate(cond, timesteps, params=params, generator=g)
+    stage.generate_batch(cond, timesteps, params=params, generators=generators)
     sync(device)
     return time.perf_counter() - start
 
 
-def time_hf(model, ids: torch.Tensor, steps: int, device: torch.device) -> float:
+def time_hf(model, ids: torch.Tensor, steps: int, device: torch.device, samples: int = 1) -> float:
+    ids = ids.expand(samples, -1)
     sync(device)
     start = time.perf_counter()
     with torch.inference_mode():
@@ -138,7 +145,8 @@ def time_hf(model, ids: torch.Tensor, steps: int, device: torch.device) -> float
     return time.perf_counter() - start
 
 
-def run(name: str, d: Dims, steps: int, repeats: int, device: torch.device, dtype: torch.dtype) -> dict:
+def run(name: str, d: Dims, steps: int, repeats: int, device: torch.device, dtype: torch.dtype,
+        samples: int = 1) -> dict:
     torch.manual_seed(0)
     stage, cond = our_stage(d)
     stage.to(device, dtype)
@@ -152,19 +160,26 @@ def run(name: str, d: Dims, steps: int, repeats: int, device: torch.device, dtyp
     time_hf(model, ids, 8, device)
     ours, hf = float("inf"), float("inf")
     for _ in range(repeats):  # alternate, so both see the same machine load
-        ours = min(ours, time_ours(stage, cond, timesteps, device))
-        hf = min(hf, time_hf(model, ids, steps, device))
+        ours = min(ours, time_ours(stage, cond, timesteps, device, samples))
+        hf = min(hf, time_hf(model, ids, steps, device, samples))
     floor = bandwidth(device, dtype) / decoder_bytes(stage)
     params = sum(p.numel() for p in stage.decoder.parameters()) + stage.head.weight.numel()
     return {
-        "config": {"name": name, **vars(d), "decoder_params": params, "steps": steps, "cfg": True, "top_k": 250,
-                   "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads()},
+        "config": {"name": name, **vars(d), "decoder_params": params, "steps": steps, "samples": samples,
+                   "cfg": True, "top_k": 250,
+                   "dtype": str(dtype).removeprefix("torch."), "threads": threads(d, device)},
         "device": device_name(device),
         "ours_steps_per_s": steps / ours,
         "hf_steps_per_s": steps / hf,
         "ratio": hf / ours,
         "floor_steps_per_s": floor,
     }
+
+
+def threads(d: Dims, device: torch.device) -> dict:
+    """The CPU threads each side decodes on."""
+    ours = 1 if device.type == "cpu" and d.width < tokmusic.stage.SINGLE_THREAD_DECODE_BELOW else torch.get_num_threads()
+    return {"tokmusic": ours, "musicgen": torch.get_num_threads()}
 
 
 def device_name(device: torch.device) -> str:
@@ -183,18 +198,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--samples", type=int, default=1, help="samples decoded at once (default 1)")
+    parser.add_argument("--threads", type=int, help="CPU threads for both (default: each side's own choice)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per config")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        tokmusic.stage.SINGLE_THREAD_DECODE_BELOW = 0  # tokmusic keeps torch's thread count
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     names = list(CONFIGS) if args.config == "all" else [args.config]
     for name in names:
         steps = args.steps or (500 if device.type == "cuda" else 200 if name == "42m" else 60)
-        result = run(name, CONFIGS[name], steps, args.repeats, device, dtype)
+        result = run(name, CONFIGS[name], steps, args.repeats, device, dtype, args.samples)
         if args.json:
             print(json.dumps(result))
         else:
             c = result["config"]
-            print(f"{name} ({c['decoder_params'] / 1e6:.0f} M decoder params, {c['dtype']}, {result['device']}): "
+            print(f"{name} ({c['decoder_params'] / 1e6:.0f} M decoder params, {c['dtype']}, {args.samples} sample(s), "
+                  f"threads {c['threads']['tokmusic']}/{c['threads']['musicgen']}, {result['device']}): "
                   f"tokmusic {result['ours_steps_per_s']:.1f} steps/s, transformers MusicGen "
                   f"{result['hf_steps_per_s']:.1f} steps/s, ratio {result['ratio']:.2f}x, weight-streaming floor "
                   f"{result['floor_steps_per_s']:.0f} steps/s")

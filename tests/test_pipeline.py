@@ -72,10 +72,10 @@ def test_save_load_bit_identical(pipe, saved, clip):
 def test_prompt_reaches_the_stages_that_read_it(pipe, clip, monkeypatch):
     seen = {}
     for name, stage in pipe.stages.items():
-        def spy(cond, *args, _generate=stage.generate, _name=name, **kwargs):
+        def spy(cond, *args, _generate=stage.generate_batch, _name=name, **kwargs):
             seen.setdefault(_name, []).append(cond.control)
             return _generate(cond, *args, **kwargs)
-        monkeypatch.setattr(stage, "generate", spy)
+        monkeypatch.setattr(stage, "generate_batch", spy)
     pipe.generate(clip, "slow melancholic piano", seed=3, progress=False)
     expected = pipe.control.embed_text(["slow melancholic piano"])
     assert all(torch.equal(c, expected) for c in seen["semantic"])
@@ -296,3 +296,14 @@ def test_one_generate_probes_the_video_once(pipe, clip):
     video._probe.cache_clear()
     tokmusic.generate(clip, pipeline=pipe, seed=0, seconds=1.0, progress=False)
     assert video._probe.cache_info().misses == 1
+
+
+def test_samples_decoded_together_are_the_music_of_their_seeds(pipe, clip):
+    together = pipe.generate_samples(clip, "slow melancholic piano", seeds=[3, 11], seconds=2, progress=False)
+    alone = [pipe.generate(clip, "slow melancholic piano", seed=s, seconds=2, progress=False) for s in (3, 11)]
+    assert len(together) == 2
+    assert all(torch.equal(t.waveform, a.waveform) for t, a in zip(together, alone))
+    assert not torch.equal(together[0].waveform, together[1].waveform)
+    for bad in ([], 3, [3, -1], [3.5]):
+        with pytest.raises(ConfigError, match="seed"):
+            pipe.generate_samples(clip, seeds=bad)

@@ -120,6 +120,36 @@ def test_generate_keeps_prompt_and_is_seeded(kind):
     assert a.min() >= 0 and a.max() < stage.cfg.target_vocab
 
 
+def row(cond, i):
+    """Row i of a batched conditioning, as a batch of 1."""
+    return Conditioning(**{k: None if v is None else v[i : i + 1] for k, v in vars(cond).items()})
+
+
+@pytest.mark.parametrize("kind", ["semantic", "coarse", "fine"])
+def test_samples_decoded_together_are_the_samples_decoded_alone(kind):
+    torch.manual_seed(0)
+    stage = Stage(stage_config(kind)).eval()
+    k = stage.cfg.target_codebooks
+    params = SamplingParams(temperature=1.0, top_k=8, cfg_scale=2.0)
+    prompts = torch.randint(0, stage.cfg.target_vocab, (3, k, 4))
+    seeds = [5, 6, 7]
+    # one conditioning for every sample (samples of one video) ...
+    cond = conditioning(kind, b=1)
+    together = stage.generate_batch(cond, 12, prompts, params, [torch.Generator().manual_seed(s) for s in seeds])
+    alone = [stage.generate(cond, 12, p, params, torch.Generator().manual_seed(s)) for p, s in zip(prompts, seeds)]
+    assert together.shape == (3, k, 12)
+    assert all(torch.equal(t, a) for t, a in zip(together, alone))
+    assert not torch.equal(together[0], together[1])
+    # ... or one each
+    conds = conditioning(kind, b=3)
+    together = stage.generate_batch(conds, 12, prompts, params, [torch.Generator().manual_seed(s) for s in seeds])
+    alone = [stage.generate(row(conds, i), 12, prompts[i], params, torch.Generator().manual_seed(s))
+             for i, s in enumerate(seeds)]
+    assert all(torch.equal(t, a) for t, a in zip(together, alone))
+    with pytest.raises(ValueError, match="batch 1 or 3"):
+        stage.generate_batch(conditioning(kind, b=2), 12, prompts, params, [None] * 3)
+
+
 def test_greedy_generation_is_argmax_of_teacher_forced_logits():
     torch.manual_seed(0)
     stage = Stage(stage_config("coarse")).eval()

@@ -18,7 +18,8 @@ Rules, all of them safe to rely on when a run is repeated or interrupted:
   fixed part of the glob, the list file's folder) with the suffix of ``format``: ``videos/a/b.mp4`` gives
   ``OUT/a/b.wav``. With ``num_samples=N > 1`` there are N outputs ``b-1.wav … b-N.wav``; sample k uses the seed
   ``seed + k - 1`` (so ``b-1.wav`` is what ``tokmusic generate b.mp4 --seed S`` writes), or a fresh random seed
-  when ``seed`` is None. Two videos that would write the same output (``a.mp4`` and ``a.mov``) are refused
+  when ``seed`` is None. The samples of a video are decoded together, one decode step for all of them
+  (``Pipeline.generate_samples``), which costs far less than one after another. Two videos that would write the same output (``a.mp4`` and ``a.mov``) are refused
   before anything is generated.
 * **Atomic, never overwritten.** Each output is written to a hidden temporary file beside it and renamed into
   place, so a failed or killed run leaves no half files. An output that exists is skipped unless
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import glob as _glob
 import os
+import random
 import re
 import sys
 from dataclasses import dataclass, field
@@ -49,6 +51,7 @@ from typing import Callable, Iterable, Sequence
 
 from . import default
 from .errors import CheckpointError, ConfigError, TokmusicError
+from .schema import MAX_SEED
 
 # What a folder search takes as a video (lower-case suffixes; files are matched case-insensitively).
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
@@ -197,8 +200,6 @@ def find_videos(source: str | os.PathLike | Sequence[str | os.PathLike], *,
 def sample_seed(seed: int | None, k: int) -> int | None:
     """The seed of sample ``k`` (1-based) of a video in a batch seeded ``seed``: ``seed + k - 1`` (None stays
     None: a fresh random seed for each output)."""
-    from .schema import MAX_SEED
-
     return None if seed is None else (seed + k - 1) % MAX_SEED
 
 
@@ -379,7 +380,7 @@ def generate_batch(source: str | os.PathLike | Sequence[str | os.PathLike], out_
                 continue
             try:
                 _write_outputs(pipe, item.video, todo, prompt=prompt, seed=seed, seconds=seconds,
-                               num_samples=num_samples, written=summary.written, **sampling)
+                               written=summary.written, **sampling)
             except (ConfigError, CheckpointError):
                 raise  # about the settings, not this video: every other video would fail the same way
             except Exception as exc:  # noqa: BLE001 — one bad video must not stop the batch
@@ -392,14 +393,14 @@ def generate_batch(source: str | os.PathLike | Sequence[str | os.PathLike], out_
     return summary
 
 
-def _write_outputs(pipe, video: Path, todo: list[tuple[int, Path]], *, prompt, seed, seconds, num_samples,
+def _write_outputs(pipe, video: Path, todo: list[tuple[int, Path]], *, prompt, seed, seconds,
                    written: list[Path], **sampling) -> None:
     from .video import probe
 
     probe(video)  # a bad video is reported before any model runs
-    for k, out in todo:
-        music = pipe.generate(video, prompt, seed=sample_seed(seed, k), seconds=seconds, progress=False,
-                              **sampling)
+    seeds = [random.randrange(MAX_SEED) if seed is None else sample_seed(seed, k) for k, _ in todo]
+    musics = pipe.generate_samples(video, prompt, seeds=seeds, seconds=seconds, progress=False, **sampling)
+    for (_, out), music in zip(todo, musics):
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix.lstrip(".") in AUDIO_FORMATS:
             music.save(out)  # atomic: temp file + rename

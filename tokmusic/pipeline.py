@@ -23,10 +23,10 @@ from .stage_files import load_stage, read_stage_config, write_stage_files
 from .errors import CheckpointError, ConfigError, TokmusicError
 from .fileio import atomic_dir, check_output, check_replaceable, read_json, write_json
 from .music import Music
-from .schema import Field, check, check_generate_arguments, check_object, inside, pipeline_fields, shown
+from .schema import MAX_SEED, Field, check, check_generate_arguments, check_object, inside, pipeline_fields, shown
 from .sampling import SamplingParams
 from .conditioning import Conditioning, Track, collate_inputs, window_inputs
-from .sliding_window import generate_long
+from .sliding_window import generate_long_batch
 from .stage import STAGES, Stage
 from .windows import token_count, total_steps
 
@@ -80,6 +80,17 @@ class Pipeline:
             stage.to(device=device, dtype=dtype)
         return self
 
+    def quantize(self, weights: str = "int8") -> "Pipeline":
+        """Give the three stages' decoders and output heads int8 weights (``tokmusic.quantize``), in place;
+        returns self. Only ``"int8"`` is accepted; a second call changes nothing. A quantized pipeline cannot be
+        saved: int8 weights are a load-time option. Accuracy and speed: see ``tokmusic/quantize.py``."""
+        from .quantize import check_weights, quantize_stage
+
+        check_weights(weights, accepted=("int8",))
+        for stage in self.stages.values():
+            quantize_stage(stage)
+        return self
+
     # -- compatibility ----------------------------------------------------------------------------------------
     @property
     def sample_rate(self) -> int:
@@ -115,6 +126,9 @@ class Pipeline:
     # -- storage ----------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write the pipeline to ``directory`` (replaced whole, atomically: an interrupted save leaves no half)."""
+        from .quantize import refuse_saving_quantized
+
+        refuse_saving_quantized(*self.stages.values())
         directory = check_output(directory, "pipeline directory", directory=True)
         check_replaceable(directory, "pipeline.json", "pipeline directory")
         parts: dict[str, Any] = {}
@@ -236,49 +250,73 @@ class Pipeline:
         e.g. ``temperature={"fine": 0.3}``. The same ``seed`` gives the same music.
         """
         tokens = self.generate_tokens(video, prompt, seed=seed, seconds=seconds, progress=progress, **sampling)
-        with torch.inference_mode():
-            waveform = self.codec.decode(torch.cat([tokens["coarse"], tokens["fine"]], 0))
-        samples = round(tokens["duration"] * self.sample_rate)
-        # a clone made outside inference mode is an ordinary tensor: callers may modify it in place
-        return Music(waveform[:, :samples].float().cpu().clone(), self.sample_rate)
+        return self._decode(tokens)
+
+    def generate_samples(self, video: str | os.PathLike, prompt: str | None = None, *, seeds: list[int],
+                         seconds: float | None = None, progress: bool = True, **sampling) -> list[Music]:
+        """One piece of music per seed for one video, decoded together: each decode step serves every sample,
+        which costs far less than a step per sample (``benchmarks/decode_speed.py --samples``).
+
+        Sample k is the music ``generate(video, prompt, seed=seeds[k], ...)`` gives, up to the rounding of
+        matrix products over more rows. Other arguments as ``generate``.
+        """
+        if not isinstance(seeds, (list, tuple)) or not seeds:
+            raise ConfigError(f"seeds must be a non-empty list of integers in [0, 2**62), got {shown(seeds)}")
+        for seed in seeds:
+            check_generate_arguments(prompt=prompt, seed=seed, seconds=seconds, progress=progress)
+        return [self._decode(tokens) for tokens in self._tokens(video, prompt, list(seeds), seconds, progress,
+                                                                sampling)]
 
     def generate_tokens(self, video: str | os.PathLike, prompt: str | None = None, *, seed: int | None = None,
                         seconds: float | None = None, progress: bool = True, **sampling) -> dict:
         """The tokens ``generate`` decodes: {"semantic": Long ``[1, T_s]``, "coarse": Long ``[N_c, T_a]``,
         "fine": Long ``[N_f, T_a]``, "duration": seconds covered}. Same arguments as ``generate``."""
+        check_generate_arguments(prompt=prompt, seed=seed, seconds=seconds, progress=progress)
+        seed = random.randrange(MAX_SEED) if seed is None else seed
+        return self._tokens(video, prompt, [seed], seconds, progress, sampling)[0]
+
+    def _tokens(self, video, prompt, seeds: list[int], seconds, progress: bool, sampling: dict) -> list[dict]:
+        """The tokens of one sample per seed, all samples decoded together, stage after stage."""
         from .video import probe
         from .visual_encoders import extract_features
 
-        check_generate_arguments(prompt=prompt, seed=seed, seconds=seconds, progress=progress)
         params = self._sampling(sampling)
         control = self._embed_prompt(prompt)
         info = probe(video)
         duration = info.duration if seconds is None else min(float(seconds), info.duration)
-        seed = random.randrange(2**62) if seed is None else seed
 
         with torch.inference_mode():
             feats = extract_features(video, self.visual_encoder, self.fps, seconds=duration, progress=progress)
             video_track = dict(features=feats.features.float().cpu(), times=feats.timestamps.float(),
                                control=control)
-            tokens: dict = {"duration": duration}
-            source, source_rate = None, 0.0
+            tracks = [Track(**video_track)]  # what every sample reads; one per sample once there is a source
+            samples: list[dict] = [{"duration": duration} for _ in seeds]
             for name in STAGES:
                 stage = self.stages[name]
-                track = Track(**video_track, source=source, source_rate=source_rate)
                 weight = stage.segment.weight
 
-                def condition(t0: float, t1: float, stage=stage, track=track, weight=weight) -> Conditioning:
-                    inputs = collate_inputs([window_inputs(stage.cfg, track, t0, t1)])
+                def condition(t0: float, t1: float, stage=stage, tracks=tracks, weight=weight) -> Conditioning:
+                    inputs = collate_inputs([window_inputs(stage.cfg, track, t0, t1) for track in tracks])
                     return Conditioning(**inputs).to(weight.device, weight.dtype)
 
-                generator = torch.Generator(weight.device).manual_seed(stage_seed(seed, name))
+                generators = [torch.Generator(weight.device).manual_seed(stage_seed(seed, name)) for seed in seeds]
                 total = token_count(duration, stage.cfg.target_rate)
                 with tqdm(total=total_steps(stage, total), desc=name, unit="step", disable=not progress,
                           leave=False) as bar:
-                    tokens[name] = generate_long(stage, total, condition, params[name], generator, bar.update)
+                    out = generate_long_batch(stage, total, condition, params[name], generators, bar.update)
+                for sample, tokens in zip(samples, out):
+                    sample[name] = tokens
                 # the next stage reads this one's output: semantic -> coarse, coarse -> fine
-                source, source_rate = tokens[name], stage.cfg.target_rate
-        return tokens
+                tracks = [Track(**video_track, source=tokens, source_rate=stage.cfg.target_rate) for tokens in out]
+        return samples
+
+    def _decode(self, tokens: dict) -> Music:
+        """The waveform of one sample's tokens, cut to its duration."""
+        with torch.inference_mode():
+            waveform = self.codec.decode(torch.cat([tokens["coarse"], tokens["fine"]], 0))
+        samples = round(tokens["duration"] * self.sample_rate)
+        # a clone made outside inference mode is an ordinary tensor: callers may modify it in place
+        return Music(waveform[:, :samples].float().cpu().clone(), self.sample_rate)
 
     def _embed_prompt(self, prompt: str | None) -> torch.Tensor | None:
         if prompt is None:

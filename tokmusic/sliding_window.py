@@ -31,12 +31,26 @@ def generate_long(
 
     ``condition(t0, t1)`` returns the stage's inputs for the window from t0 to t1 seconds.
     """
+    return generate_long_batch(stage, total, condition, params, [generator], on_step)[0]
+
+
+def generate_long_batch(
+    stage: Stage,
+    total: int,
+    condition: Callable[[float, float], Conditioning],
+    params: SamplingParams,
+    generators: list[torch.Generator | None],
+    on_step: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """N samples of ``total`` timesteps, decoded together window by window -> Long ``[N, K, total]``.
+
+    ``condition(t0, t1)`` returns the inputs of the window from t0 to t1 seconds, batch 1 (all samples) or N
+    (one per sample); sample n draws from ``generators[n]`` (``Stage.generate_batch``).
+    """
     rate = stage.cfg.target_rate
-    out = torch.zeros(stage.cfg.target_codebooks, total, dtype=torch.long)
+    out = torch.zeros(len(generators), stage.cfg.target_codebooks, total, dtype=torch.long)
     for w in stage_windows(stage.cfg, total):
         cond = condition(w.start / rate, w.end / rate)
-        prompt = out[:, w.start : w.start + w.prompt]
-        out[:, w.start : w.end] = stage.generate(cond, w.length, prompt, params, generator, on_step)
+        prompts = out[..., w.start : w.start + w.prompt]
+        out[..., w.start : w.end] = stage.generate_batch(cond, w.length, prompts, params, generators, on_step)
     return out
-
-

@@ -315,59 +315,88 @@ class Stage(nn.Module):
         ``on_step(n)`` is told of every n pattern steps done. Runs in eval mode (no dropout) whatever the
         stage's mode, and restores it.
         """
+        prompts = None if prompt is None else prompt[None]
+        return self.generate_batch(cond, timesteps, prompts, params, [generator], on_step)[0]
+
+    def generate_batch(
+        self,
+        cond: Conditioning,
+        timesteps: int,
+        prompts: torch.Tensor | None = None,
+        params: SamplingParams | None = None,
+        generators: list[torch.Generator | None] | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> torch.Tensor:
+        """N samples decoded together, one step for all of them -> Long ``[N, K, T]``.
+
+        ``cond`` has batch 1 (every sample reads it) or N (one conditioning each); prompts Long ``[N, K, P]``;
+        ``generators`` one per sample (N = its length; default: N = cond's batch, unseeded). Sample n draws from
+        ``generators[n]`` alone, so it is the sample ``generate(cond_n, timesteps, prompts[n], params,
+        generators[n])`` would give, up to the rounding of matrix products over more rows. At two rows a step
+        streams every weight for little arithmetic; N samples share that stream.
+        """
+        n = len(generators) if generators is not None else cond.batch_size()
+        generators = list(generators) if generators is not None else [None] * n
+        if cond.batch_size() not in (1, n) or (prompts is not None and prompts.shape[0] != n):
+            raise ValueError(f"{n} samples need a conditioning of batch 1 or {n} and prompts [{n}, K, P]")
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
-                return self._generate(cond, timesteps, prompt, params or self.cfg.sampling(), generator, on_step)
+                return self._generate(cond, timesteps, prompts, params or self.cfg.sampling(), generators, on_step)
         finally:
             self.train(was_training)
 
-    def _generate(self, cond, timesteps, prompt, params, generator, on_step) -> torch.Tensor:
+    def _generate(self, cond, timesteps, prompts, params, generators, on_step) -> torch.Tensor:
         cfg = self.cfg
         k_, v_ = cfg.target_codebooks, cfg.target_vocab
+        n = len(generators)
+        if cond.batch_size() != n:
+            cond = cond.repeat(n)
         guided = bool(cfg.control_dim) and cond.control is not None and params.cfg_scale != 1.0
-        if guided:
-            cond = cond.repeat(2)
-            cond.control_valid = torch.tensor([True, False], device=cond.control.device)
+        if guided:  # rows 0..n-1 with the control, rows n..2n-1 with the null control
+            cond = Conditioning(**{k: None if v is None else torch.cat([v, v]) for k, v in vars(cond).items()})
+            cond.control_valid = torch.arange(2 * n, device=cond.control.device) < n
         memory = self.encode(cond)
-        device = memory.x.device
+        device, rows = memory.x.device, memory.x.shape[0]
 
         layout = self.pattern.layout(timesteps)  # [K, S]
         steps = layout.shape[1]
-        known = torch.full((k_, timesteps), -1, dtype=torch.long)
-        if prompt is not None and prompt.shape[-1]:
-            known[:, : prompt.shape[-1]] = prompt[:, :timesteps].cpu()
+        known = torch.full((n, k_, timesteps), -1, dtype=torch.long)
+        if prompts is not None and prompts.shape[-1]:
+            known[..., : prompts.shape[-1]] = prompts[..., :timesteps].cpu()
         valid = layout >= 0
-        seq = torch.where(valid, known.gather(1, layout.clamp(min=0)), torch.full_like(layout, -1))
+        seq = torch.where(valid, known.gather(2, layout.clamp(min=0).expand(n, -1, -1)), -1)  # [n, K, S]
         todo = valid & (seq < 0)  # positions to sample (decided on the host, once)
-        seq = torch.where(valid, seq, torch.full_like(seq, v_)).to(device)  # empty id where nothing is held
-        need = todo.any(0)
+        seq = torch.where(valid, seq, v_).to(device)  # empty id where nothing is held
+        need = todo.flatten(0, 1).any(0)  # [S]: steps that sample anything
         if not need.any():
             if on_step is not None:
                 on_step(steps)
-            return self.pattern.revert(seq[None])[0]
+            return self.pattern.revert(seq)
         first = int(need.nonzero()[0])
         if on_step is not None:
             on_step(first)
 
-        rows = memory.x.shape[0]
+        def embed(columns: torch.Tensor) -> torch.Tensor:  # [n, K, s] -> [rows, s, D]
+            x = self.embed_targets(columns)
+            return torch.cat([x, x]) if guided else x
+
+        def mixed(h: torch.Tensor) -> torch.Tensor:  # [rows, 1, D] -> logits [n, K, V], guided, in float32
+            logits = self.logits_of(h)[:, :, 0].float()
+            return guide(logits[:n], logits[n:], params.cfg_scale) if guided else logits
+
         times = self.pattern.step_times(timesteps).to(device).float()  # [S] where each step meets the memory
         state = self.decoder.start(memory, max_len=steps)
-        inputs = torch.cat([torch.full_like(seq[:, :1], v_), seq[:, :first]], -1)  # columns feeding steps 0..first
+        inputs = torch.cat([torch.full_like(seq[..., :1], v_), seq[..., :first]], -1)  # columns feeding 0..first
         positions = torch.arange(first + 1, device=device).expand(rows, -1)
-        h = self.decoder.step(self.embed_targets(inputs[None].expand(rows, -1, -1)), positions, state,
-                              times[: first + 1].expand(rows, -1))[:, -1:]
+        h = self.decoder.step(embed(inputs), positions, state, times[: first + 1].expand(rows, -1))[:, -1:]
 
-        def mixed(h: torch.Tensor) -> torch.Tensor:  # [rows, 1, D] -> logits [K, V], guided, in float32
-            logits = self.logits_of(h)[:, :, 0].float()
-            return guide(logits[0], logits[1], params.cfg_scale) if guided else logits[0]
-
-        # one decode step with fixed shapes: column [K] in, logits [K, V] out, for cache slot at [1]
-        column, at = seq[:, 0].clone(), torch.zeros(1, dtype=torch.long, device=device)
+        # one decode step with fixed shapes: columns [n, K] in, logits [n, K, V] out, for cache slot at [1]
+        column, at = seq[..., 0].clone(), torch.zeros(1, dtype=torch.long, device=device)
 
         def step() -> torch.Tensor:
-            x = self.embed_targets(column.view(1, k_, 1).expand(rows, -1, -1))
+            x = embed(column.unsqueeze(-1))
             return mixed(self.decoder.step_at(x, at, state, times.index_select(0, at).expand(rows, 1)))
 
         if steps - first > 1 and device.type == "cuda" and cuda_graphs_enabled():
@@ -379,11 +408,12 @@ class Stage(nn.Module):
         with decode_threads(cfg.d_model, device):
             for s in range(first, steps):
                 if sampled_at[s]:
-                    seq[:, s] = torch.where(todo[:, s], sample(logits, params, generator), seq[:, s])
+                    drawn = torch.stack([sample(logits[i], params, g) for i, g in enumerate(generators)])
+                    seq[..., s] = torch.where(todo[..., s], drawn, seq[..., s])
                 if on_step is not None:
                     on_step(1)
                 if s + 1 < steps:
-                    column.copy_(seq[:, s])
+                    column.copy_(seq[..., s])
                     at.fill_(s + 1)
                     logits = step()
-        return self.pattern.revert(seq[None])[0]
+        return self.pattern.revert(seq)

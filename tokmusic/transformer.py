@@ -31,17 +31,22 @@ class TransformerConfig:
 
 
 def rotary(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin ``[B, 1, S, head_dim/2]`` for (possibly fractional) positions ``[B, S]``."""
+    """Rotation tables ``cos, sin: [B, 1, S, head_dim]`` for (possibly fractional) positions ``[B, S]``.
+
+    Channels 2i and 2i+1 form a pair rotated by one angle: ``cos`` holds each pair's cosine twice and ``sin``
+    its sine as (-sin, +sin), so ``apply_rotary`` is two products and a sum.
+    """
     freqs = base ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    angles = positions.float().unsqueeze(-1) * freqs  # [B, S, head_dim/2]
-    return angles.cos().unsqueeze(1), angles.sin().unsqueeze(1)
+    angles = (positions.float().unsqueeze(-1) * freqs).unsqueeze(1)  # [B, 1, S, head_dim/2]
+    cos, sin = angles.cos(), angles.sin()
+    return cos.repeat_interleave(2, -1), torch.stack((-sin, sin), -1).flatten(-2)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of channels of ``x: [B, H, S, head_dim]`` by the angles of ``cos, sin``."""
-    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
-    return out.type_as(x)
+    """Rotate pairs of channels of ``x: [B, H, S, head_dim]`` by the angles of ``cos, sin`` (from ``rotary``):
+    (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin)."""
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x0) of every pair
+    return (x.float() * cos + swapped.float() * sin).type_as(x)
 
 
 @dataclass

@@ -1,0 +1,20 @@
+"""benchmarks/decode_speed.py on tiny dimensions: both sides run, and the JSON has the keys the issue names."""
+
+import pytest
+import torch
+
+from scripts import load_script
+
+decode_speed = load_script("benchmarks/decode_speed.py")
+
+
+@pytest.mark.parametrize("samples", [1, 2])
+def test_decode_speed_compares_both_sides(samples):
+    dims = decode_speed.Dims(width=64, layers=2, heads=2, ffn=128, codebooks=4, vocab=64, memory=8)
+    result = decode_speed.run("tiny", dims, steps=12, repeats=1, device=torch.device("cpu"), dtype=torch.float32,
+                              samples=samples)
+    assert {"ours_steps_per_s", "hf_steps_per_s", "ratio", "floor_steps_per_s", "config", "device"} <= set(result)
+    assert result["ours_steps_per_s"] > 0 and result["hf_steps_per_s"] > 0
+    assert result["ratio"] == pytest.approx(result["ours_steps_per_s"] / result["hf_steps_per_s"])
+    assert result["config"]["samples"] == samples
+    assert result["config"]["decoder_params"] > 0
