@@ -1,9 +1,10 @@
 """The ``tokmusic`` command.
 
     tokmusic generate VIDEO [--prompt TEXT] [-o OUT.wav|OUT.flac|OUT.mp4] [--pipeline DIR] [--seed N] [--seconds S]
+        [--weights fp32|int8]
     tokmusic generate DIR|GLOB|LIST.txt -o OUT_DIR [--num-samples N] [--overwrite] [--format wav|mp4]  (batch;
         also under `accelerate launch -m tokmusic.cli generate ...`, see tokmusic.batch)
-    tokmusic app [--pipeline DIR] [--host 127.0.0.1] [--port N] [--max-seconds S]
+    tokmusic app [--pipeline DIR] [--host 127.0.0.1] [--port N] [--max-seconds S] [--weights fp32|int8]
     tokmusic eval --generated DIR --reference DIR [...] -o report.json
 
 A user error prints one line ``tokmusic: error: ...`` and exits 2; a batch in which some video failed exits 1.
@@ -21,6 +22,7 @@ from .errors import ConfigError, TokmusicError
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov", ".webm")  # what audio.mux writes
+WEIGHT_MODES = ("fp32", "int8")  # tokmusic.quantize.WEIGHT_MODES (not imported here: it loads torch)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,6 +44,7 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, dest="top_k", help="sample from the K most likely tokens")
     p.add_argument("--top-p", type=float, dest="top_p", help="nucleus sampling mass")
     p.add_argument("--cfg-scale", type=float, dest="cfg_scale", help="classifier-free guidance scale for the prompt")
+    _weights_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     batch = p.add_argument_group("many videos (a folder, glob or list file)")
     batch.add_argument("--num-samples", type=int, dest="num_samples", metavar="N",
@@ -51,6 +54,30 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     batch.add_argument("--format", choices=("wav", "flac", "mp4", "m4v", "mkv", "mov", "webm"),
                        help="what to write per video: the music (wav, flac) or the video with it (mp4, ...); "
                             "default wav")
+
+
+def _weights_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", choices=WEIGHT_MODES, default="fp32",
+                   help="int8: the stages' decoders and output heads with int8 weights (tokmusic/quantize.py: "
+                        "faster only for decoders too large for the CPU's caches; the tokens may differ); "
+                        "default %(default)s")
+
+
+def _pipeline(args: argparse.Namespace):
+    """What ``pipeline=`` gets: ``--pipeline`` as given (None: the default pipeline) for fp32 weights; with
+    ``--weights int8``, that pipeline loaded and quantized (a copy of the default's stages: the process-wide
+    default pipeline stays fp32)."""
+    if args.weights == "fp32":
+        return args.pipeline
+    import copy
+
+    from .default import resolve_pipeline
+
+    pipe = resolve_pipeline(args.pipeline, warn_missing=False)
+    if args.pipeline is None:
+        pipe = copy.copy(pipe)
+        pipe.stages = {name: copy.deepcopy(stage) for name, stage in pipe.stages.items()}
+    return pipe.quantize(args.weights)
 
 
 def _sampling(args: argparse.Namespace) -> dict:
@@ -95,7 +122,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     _note_default_pipeline(args)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="the default pipeline's bundle is missing")
-        music = generate(video, args.prompt, pipeline=args.pipeline, seed=args.seed, seconds=args.seconds,
+        music = generate(video, args.prompt, pipeline=_pipeline(args), seed=args.seed, seconds=args.seconds,
                          progress=not args.quiet, **sampling)
     if suffix in AUDIO_SUFFIXES:
         music.save(out)
@@ -114,7 +141,7 @@ def _run_batch(args: argparse.Namespace) -> int:
     sampling = _sampling(args)
     if os.environ.get("RANK", "0") in ("", "0"):  # the main process only
         _note_default_pipeline(args)
-    summary = generate_batch(args.video, args.output, args.prompt, pipeline=args.pipeline, seed=args.seed,
+    summary = generate_batch(args.video, args.output, args.prompt, pipeline=_pipeline(args), seed=args.seed,
                              seconds=args.seconds, num_samples=1 if args.num_samples is None else args.num_samples,
                              overwrite=bool(args.overwrite), format=args.format or "wav", progress=not args.quiet,
                              **sampling)
@@ -133,7 +160,7 @@ def _run_app(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-seconds must be a number of seconds > 0, got {args.max_seconds:g}")
     _note_default_pipeline(args)
     kwargs = {} if args.max_seconds is None else {"max_seconds": args.max_seconds}
-    return serve(args.pipeline, host=args.host, port=args.port, **kwargs)
+    return serve(_pipeline(args), host=args.host, port=args.port, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--max-seconds", type=float, dest="max_seconds",
                      help="longest stretch of video (the whole video, or Seconds on the page) it scores "
                           "(default 120)")
+    _weights_argument(app)
     app.set_defaults(run=_run_app)
     ev = sub.add_parser("eval", help="compare generated music with references",
                         description="Compare generated music with reference music (FAD, KL, density/coverage, ...).")

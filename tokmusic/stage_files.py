@@ -19,6 +19,9 @@ WEIGHTS = "model.safetensors"
 
 def save_stage(stage: Stage, directory: str | os.PathLike) -> None:
     """Write ``stage`` to ``directory`` (replaced whole, atomically)."""
+    from .quantize import refuse_saving_quantized
+
+    refuse_saving_quantized(stage)
     check_replaceable(directory, CONFIG, "stage directory")
     with atomic_dir(directory) as tmp:
         write_stage_files(stage, tmp)
