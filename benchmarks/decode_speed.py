@@ -4,6 +4,8 @@
     python benchmarks/decode_speed.py --config small --device cuda --dtype bfloat16 --json
     python benchmarks/decode_speed.py --config 42m --samples 4     # 4 samples of one conditioning at once
     python benchmarks/decode_speed.py --config 42m --threads 2     # both on 2 CPU threads
+    python benchmarks/decode_speed.py --config 42m --weights int8  # both decoders with tokmusic's int8 Linear
+    python benchmarks/decode_speed.py --config 42m --profile       # where a tokmusic decode step's time goes
 
 Both models have random weights and the same width, layers, heads, FFN, codebooks, vocabulary and memory
 length (the cross-attended sequence: our encoder's output, MusicGen's text encoder's). Both sample with
@@ -12,6 +14,7 @@ the same number of decoder steps; runs alternate in one process and the best of 
 ``--samples N`` both decode N samples at once (ours: ``Stage.generate_batch``; MusicGen: a batch of N copies of
 the text), so a step serves N samples. On a CPU tokmusic decodes models narrower than 1024 on one thread
 (``tokmusic.stage.decode_threads``) and MusicGen uses torch's default; ``--threads N`` puts both on N.
+``--weights int8`` gives both decoders (and output heads) ``tokmusic.quantize.Int8Linear`` layers.
 MusicGen runs through ``MusicgenForConditionalGeneration.generate`` with a tiny T5 text encoder and a tiny
 EnCodec, so its encoder and codec cost next to nothing, as ours do.
 
@@ -38,6 +41,7 @@ import torch  # noqa: E402
 
 import tokmusic.stage  # noqa: E402
 from tokmusic.lst_fusion import LSTConfig  # noqa: E402
+from tokmusic.quantize import quantize_linears, quantize_stage  # noqa: E402
 from tokmusic.sampling import SamplingParams  # noqa: E402
 from tokmusic.stage import Conditioning, Stage, StageConfig  # noqa: E402
 
@@ -146,7 +150,7 @@ def time_hf(model, ids: torch.Tensor, steps: int, device: torch.device, samples:
 
 
 def run(name: str, d: Dims, steps: int, repeats: int, device: torch.device, dtype: torch.dtype,
-        samples: int = 1) -> dict:
+        samples: int = 1, weights: str = "fp32") -> dict:
     torch.manual_seed(0)
     stage, cond = our_stage(d)
     stage.to(device, dtype)
@@ -154,6 +158,12 @@ def run(name: str, d: Dims, steps: int, repeats: int, device: torch.device, dtyp
     model, ids = hf_musicgen(d)
     model.to(device)
     model.decoder.to(dtype)
+    params = sum(p.numel() for m in (stage.decoder, stage.head) for p in m.parameters())
+    bytes_per_step = decoder_bytes(stage)
+    if weights == "int8":
+        bytes_per_step = params  # one byte a weight (the fp32 norms and biases are a rounding error)
+        quantize_stage(stage)
+        quantize_linears(model.decoder)
     ids = ids.to(device)
     timesteps = steps - (d.codebooks - 1)  # the delay pattern adds K - 1 steps
     time_ours(stage, cond, 8, device)  # warm-up
@@ -162,18 +172,52 @@ def run(name: str, d: Dims, steps: int, repeats: int, device: torch.device, dtyp
     for _ in range(repeats):  # alternate, so both see the same machine load
         ours = min(ours, time_ours(stage, cond, timesteps, device, samples))
         hf = min(hf, time_hf(model, ids, steps, device, samples))
-    floor = bandwidth(device, dtype) / decoder_bytes(stage)
-    params = sum(p.numel() for p in stage.decoder.parameters()) + stage.head.weight.numel()
+    floor = bandwidth(device, dtype) / bytes_per_step
     return {
         "config": {"name": name, **vars(d), "decoder_params": params, "steps": steps, "samples": samples,
                    "cfg": True, "top_k": 250,
-                   "dtype": str(dtype).removeprefix("torch."), "threads": threads(d, device)},
+                   "dtype": str(dtype).removeprefix("torch."), "weights": weights, "threads": threads(d, device)},
         "device": device_name(device),
         "ours_steps_per_s": steps / ours,
         "hf_steps_per_s": steps / hf,
         "ratio": hf / ours,
         "floor_steps_per_s": floor,
     }
+
+
+PROFILE_GROUPS = {  # torch operator -> what it is in a decode step
+    "matrix products": ("aten::addmm", "aten::mm", "aten::_weight_int8pack_mm"),
+    "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math",
+                  "aten::bmm", "aten::_softmax", "aten::_flash_attention_forward", "aten::_efficient_attention_forward"),
+    "sampling": ("aten::topk", "aten::multinomial", "aten::exponential_", "aten::softmax", "aten::argmax"),
+    "GELU and layer norms": ("aten::gelu", "aten::native_layer_norm"),
+}
+
+
+def profile(name: str, d: Dims, steps: int, device: torch.device, dtype: torch.dtype, weights: str) -> dict:
+    """Milliseconds per decode step of our stage by kind of work (torch profiler, self time of each operator)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    torch.manual_seed(0)
+    stage, cond = our_stage(d)
+    stage.to(device, dtype)
+    cond = cond.to(device, dtype)
+    if weights == "int8":
+        quantize_stage(stage)
+    time_ours(stage, cond, 8, device)  # warm-up
+    timesteps = steps - (d.codebooks - 1)
+    plain = time_ours(stage, cond, timesteps, device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        time_ours(stage, cond, timesteps, device)
+    self_ms = {e.key: e.self_device_time_total / 1e3 if device.type == "cuda" else e.self_cpu_time_total / 1e3
+               for e in prof.key_averages()}
+    groups = {group: sum(self_ms.get(op, 0.0) for op in ops) / steps for group, ops in PROFILE_GROUPS.items()}
+    total = sum(self_ms.values()) / steps
+    groups["everything else (small tensor ops, copies, Python)"] = total - sum(groups.values())
+    return {"config": name, "device": device_name(device), "ms_per_step_profiled": total,
+            "ms_per_step_unprofiled": plain / steps * 1e3, "ms_per_step_by_kind": groups}
 
 
 def threads(d: Dims, device: torch.device) -> dict:
@@ -200,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--samples", type=int, default=1, help="samples decoded at once (default 1)")
     parser.add_argument("--threads", type=int, help="CPU threads for both (default: each side's own choice)")
+    parser.add_argument("--weights", choices=["fp32", "int8"], default="fp32",
+                        help="int8: both decoders with tokmusic's int8 Linear layers (CPU)")
+    parser.add_argument("--profile", action="store_true", help="instead: where a tokmusic decode step's time goes")
     parser.add_argument("--json", action="store_true", help="print one JSON object per config")
     args = parser.parse_args(argv)
     if args.threads:
@@ -209,12 +256,22 @@ def main(argv: list[str] | None = None) -> int:
     names = list(CONFIGS) if args.config == "all" else [args.config]
     for name in names:
         steps = args.steps or (500 if device.type == "cuda" else 200 if name == "42m" else 60)
-        result = run(name, CONFIGS[name], steps, args.repeats, device, dtype, args.samples)
+        if args.profile:
+            result = profile(name, CONFIGS[name], steps, device, dtype, args.weights)
+            if args.json:
+                print(json.dumps(result))
+                continue
+            print(f"{name}, {result['device']}: {result['ms_per_step_profiled']:.2f} ms per step under the profiler "
+                  f"({result['ms_per_step_unprofiled']:.2f} without)")
+            for kind, ms in result["ms_per_step_by_kind"].items():
+                print(f"  {kind:52s} {ms:6.2f} ms  {ms / result['ms_per_step_profiled']:6.1%}")
+            continue
+        result = run(name, CONFIGS[name], steps, args.repeats, device, dtype, args.samples, args.weights)
         if args.json:
             print(json.dumps(result))
         else:
             c = result["config"]
-            print(f"{name} ({c['decoder_params'] / 1e6:.0f} M decoder params, {c['dtype']}, {args.samples} sample(s), "
+            print(f"{name} ({c['decoder_params'] / 1e6:.0f} M decoder params, {c['dtype']}, {c['weights']} weights, {args.samples} sample(s), "
                   f"threads {c['threads']['tokmusic']}/{c['threads']['musicgen']}, {result['device']}): "
                   f"tokmusic {result['ours_steps_per_s']:.1f} steps/s, transformers MusicGen "
                   f"{result['hf_steps_per_s']:.1f} steps/s, ratio {result['ratio']:.2f}x, weight-streaming floor "

@@ -8,13 +8,22 @@ from scripts import load_script
 decode_speed = load_script("benchmarks/decode_speed.py")
 
 
-@pytest.mark.parametrize("samples", [1, 2])
-def test_decode_speed_compares_both_sides(samples):
+@pytest.mark.parametrize("samples,weights", [(1, "fp32"), (2, "int8")])
+def test_decode_speed_compares_both_sides(samples, weights):
     dims = decode_speed.Dims(width=64, layers=2, heads=2, ffn=128, codebooks=4, vocab=64, memory=8)
     result = decode_speed.run("tiny", dims, steps=12, repeats=1, device=torch.device("cpu"), dtype=torch.float32,
-                              samples=samples)
+                              samples=samples, weights=weights)
     assert {"ours_steps_per_s", "hf_steps_per_s", "ratio", "floor_steps_per_s", "config", "device"} <= set(result)
     assert result["ours_steps_per_s"] > 0 and result["hf_steps_per_s"] > 0
     assert result["ratio"] == pytest.approx(result["ours_steps_per_s"] / result["hf_steps_per_s"])
-    assert result["config"]["samples"] == samples
+    assert result["config"]["samples"] == samples and result["config"]["weights"] == weights
     assert result["config"]["decoder_params"] > 0
+
+
+def test_decode_profile_accounts_for_the_whole_step():
+    dims = decode_speed.Dims(width=64, layers=2, heads=2, ffn=128, codebooks=4, vocab=64, memory=8)
+    result = decode_speed.profile("tiny", dims, steps=12, device=torch.device("cpu"), dtype=torch.float32,
+                                  weights="fp32")
+    kinds = result["ms_per_step_by_kind"]
+    assert kinds["matrix products"] > 0 and kinds["attention"] > 0
+    assert sum(kinds.values()) == pytest.approx(result["ms_per_step_profiled"])

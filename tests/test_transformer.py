@@ -27,19 +27,19 @@ def test_kv_cache_update_returns_everything_so_far():
 
 
 def test_fixed_shape_steps_match_growing_ones():
-    # step_at (the CUDA-graph path: whole cache, masked past the slot) gives what step gives
+    # step_at (the CUDA-graph path: whole cache, masked past the slot, tabulated rotations) gives what step gives
     torch.manual_seed(0)
     dec = Transformer(CFG, cross=True).eval()
     memory = Memory(torch.randn(2, 5, 16), torch.tensor([[True] * 5, [True] * 3 + [False] * 2]),
                     torch.tensor([[float("nan"), 0.0, 1.0, 2.0, 3.0]] * 2))
     x = torch.randn(2, 6, 16)
     times = torch.arange(6.0).expand(2, -1) * 0.5
-    grow, fixed = dec.start(memory, max_len=6), dec.start(memory, max_len=6)
+    grow, fixed = dec.start(memory, max_len=6), dec.start(memory, max_len=6, cross_positions=times[0])
     prefix = dec.step(x[:, :2], torch.arange(2).expand(2, -1), grow, times[:, :2])
     torch.testing.assert_close(dec.step(x[:, :2], torch.arange(2).expand(2, -1), fixed, times[:, :2]), prefix)
     for i in range(2, 6):
         a = dec.step(x[:, i : i + 1], torch.full((2, 1), i), grow, times[:, i : i + 1])
-        b = dec.step_at(x[:, i : i + 1], torch.tensor([i]), fixed, times[:, i : i + 1])
+        b = dec.step_at(x[:, i : i + 1], torch.tensor([i]), fixed)
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     cache = fixed.caches[0]
     k, _ = cache.write(torch.ones(2, 2, 1, 8), torch.ones(2, 2, 1, 8), torch.tensor([5]))

@@ -113,20 +113,25 @@ class Int8Linear(nn.Module):
                 f"bias={self.bias is not None}, kernel={kernel}")
 
 
+def quantize_linears(root: nn.Module) -> nn.Module:
+    """Replace every ``nn.Linear`` inside ``root`` by its ``Int8Linear``, in place; returns ``root`` (or, when
+    ``root`` is itself an ``nn.Linear``, its ``Int8Linear``)."""
+    if isinstance(root, nn.Linear):
+        return Int8Linear.from_linear(root)
+    for parent in list(root.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, Int8Linear.from_linear(child))
+    return root
+
+
 def quantize_stage(stage: nn.Module) -> nn.Module:
     """Replace every ``nn.Linear`` in ``stage.decoder`` and ``stage.head`` by its ``Int8Linear``, in place; returns
     the stage. Everything else (encoder, embeddings, LST fusion, control projection, layer norms) stays as it
     was. A second call finds no ``nn.Linear`` left there and changes nothing. Accuracy: see the module docstring.
     """
     for part in ("decoder", "head"):
-        root = getattr(stage, part)
-        if isinstance(root, nn.Linear):
-            setattr(stage, part, Int8Linear.from_linear(root))
-            continue
-        for parent in list(root.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, nn.Linear):
-                    setattr(parent, name, Int8Linear.from_linear(child))
+        setattr(stage, part, quantize_linears(getattr(stage, part)))
     return stage
 
 
@@ -149,4 +154,4 @@ def refuse_saving_quantized(*modules: nn.Module) -> None:
         raise ConfigError(SAVE_REFUSED)
 
 
-__all__ = ["Int8Linear", "quantize_stage", "is_quantized", "check_weights", "WEIGHT_MODES"]
+__all__ = ["Int8Linear", "quantize_linears", "quantize_stage", "is_quantized", "check_weights", "WEIGHT_MODES"]

@@ -387,7 +387,7 @@ class Stage(nn.Module):
             return guide(logits[:n], logits[n:], params.cfg_scale) if guided else logits
 
         times = self.pattern.step_times(timesteps).to(device).float()  # [S] where each step meets the memory
-        state = self.decoder.start(memory, max_len=steps)
+        state = self.decoder.start(memory, max_len=steps, cross_positions=times)
         inputs = torch.cat([torch.full_like(seq[..., :1], v_), seq[..., :first]], -1)  # columns feeding 0..first
         positions = torch.arange(first + 1, device=device).expand(rows, -1)
         h = self.decoder.step(embed(inputs), positions, state, times[: first + 1].expand(rows, -1))[:, -1:]
@@ -397,7 +397,7 @@ class Stage(nn.Module):
 
         def step() -> torch.Tensor:
             x = embed(column.unsqueeze(-1))
-            return mixed(self.decoder.step_at(x, at, state, times.index_select(0, at).expand(rows, 1)))
+            return mixed(self.decoder.step_at(x, at, state))
 
         if steps - first > 1 and device.type == "cuda" and cuda_graphs_enabled():
             at.fill_(first + 1)

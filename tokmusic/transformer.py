@@ -215,13 +215,20 @@ class Transformer(nn.Module):
         return self.norm(x)
 
     # -- incremental decoding -------------------------------------------------------------------------------
-    def start(self, memory: Memory, max_len: int) -> "DecodeState":
-        """Allocate caches for up to ``max_len`` steps and project the memory once for every layer."""
+    def start(self, memory: Memory, max_len: int, cross_positions: torch.Tensor | None = None) -> "DecodeState":
+        """Allocate caches for up to ``max_len`` steps, project the memory once for every layer and tabulate the
+        rotations ``step_at`` reads: of slots 0..max_len-1 and, for a memory with times, of ``cross_positions
+        [max_len]`` (where each step's query meets the memory; default: the slot itself)."""
         b = memory.x.shape[0]
         heads, head_dim = self.cfg.n_heads, self.cfg.d_model // self.cfg.n_heads
-        caches = [KVCache(b, heads, max_len, head_dim, dtype=memory.x.dtype, device=memory.x.device)
-                  for _ in self.layers]
-        return DecodeState(caches, self.memory_kv(memory), key_mask(memory.valid), memory.positions is not None)
+        device = memory.x.device
+        caches = [KVCache(b, heads, max_len, head_dim, dtype=memory.x.dtype, device=device) for _ in self.layers]
+        timed = memory.positions is not None
+        slots = self.rope(torch.arange(max_len, device=device, dtype=torch.float32)[None])  # [1, 1, max_len, hd]
+        cross = None
+        if timed:
+            cross = slots if cross_positions is None else self.rope(cross_positions.float().view(1, max_len))
+        return DecodeState(caches, self.memory_kv(memory), key_mask(memory.valid), timed, slots, cross)
 
     def step(self, x: torch.Tensor, positions: torch.Tensor, state: "DecodeState",
              cross_positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -243,18 +250,15 @@ class Transformer(nn.Module):
                       cross_rope=cross_rope)
         return self.norm(x)
 
-    def step_at(self, x: torch.Tensor, at: torch.Tensor, state: "DecodeState",
-                cross_positions: torch.Tensor | None = None) -> torch.Tensor:
+    def step_at(self, x: torch.Tensor, at: torch.Tensor, state: "DecodeState") -> torch.Tensor:
         """Decode one step ``x [B, 1, D]`` at cache slot and position ``at`` (Long ``[1]`` on x's device): the
-        same as ``step``, but every shape is fixed (attention covers the whole cache, masked past ``at``), so a
-        caller can capture it in a CUDA graph and replay it with a new ``at``. Leaves ``state.size`` as it was."""
-        b = x.shape[0]
+        same as ``step``, but every shape is fixed (attention covers the whole cache, masked past ``at``) and the
+        rotations come from the tables made by ``start``, so a caller can capture it in a CUDA graph and replay
+        it with a new ``at``. Leaves ``state.size`` as it was."""
         slots = torch.arange(state.caches[0].max_len, device=x.device)
         mask = (slots <= at)[None, None, None, :]
-        rope = self.rope(at.float().expand(b, 1))
-        cross_rope = None
-        if state.timed:
-            cross_rope = rope if cross_positions is None else self.rope(cross_positions)
+        rope = tuple(table.index_select(2, at) for table in state.slot_rope)
+        cross_rope = None if state.cross_rope is None else tuple(t.index_select(2, at) for t in state.cross_rope)
         for layer, cache, kv in zip(self.layers, state.caches, state.memory_kv):
             x = layer(x, self_mask=mask, rope=rope, cache=cache, cache_at=at, memory_kv=kv,
                       memory_mask=state.memory_mask, cross_rope=cross_rope)
@@ -269,6 +273,8 @@ class DecodeState:
     memory_kv: list[tuple[torch.Tensor, torch.Tensor]]
     memory_mask: torch.Tensor | None
     timed: bool  # the memory has positions: queries are rotated in cross-attention
+    slot_rope: tuple[torch.Tensor, torch.Tensor]  # rotations of slots 0..max_len-1, [1, 1, max_len, hd] each
+    cross_rope: tuple[torch.Tensor, torch.Tensor] | None  # where each slot's query meets a timed memory
 
     @property
     def size(self) -> int:
