@@ -176,7 +176,7 @@ def run(name: str, d: Dims, steps: int, repeats: int, device: torch.device, dtyp
     return {
         "config": {"name": name, **vars(d), "decoder_params": params, "steps": steps, "samples": samples,
                    "cfg": True, "top_k": 250,
-                   "dtype": str(dtype).removeprefix("torch."), "weights": weights, "threads": threads(d, device)},
+                   "dtype": str(dtype).removeprefix("torch."), "weights": weights, "threads": threads(d, device, weights)},
         "device": device_name(device),
         "ours_steps_per_s": steps / ours,
         "hf_steps_per_s": steps / hf,
@@ -220,9 +220,10 @@ def profile(name: str, d: Dims, steps: int, device: torch.device, dtype: torch.d
             "ms_per_step_unprofiled": plain / steps * 1e3, "ms_per_step_by_kind": groups}
 
 
-def threads(d: Dims, device: torch.device) -> dict:
-    """The CPU threads each side decodes on."""
-    ours = 1 if device.type == "cpu" and d.width < tokmusic.stage.SINGLE_THREAD_DECODE_BELOW else torch.get_num_threads()
+def threads(d: Dims, device: torch.device, weights: str) -> dict:
+    """The CPU threads each side decodes on (``tokmusic.stage.decode_threads``)."""
+    single = device.type == "cpu" and d.width < tokmusic.stage.SINGLE_THREAD_DECODE_BELOW and weights == "fp32"
+    ours = 1 if single else torch.get_num_threads()
     return {"tokmusic": ours, "musicgen": torch.get_num_threads()}
 
 

@@ -27,6 +27,7 @@ from .conditioning import Conditioning
 from .errors import ConfigError
 from .lst_fusion import LSTConfig, LSTFusion
 from .patterns import get_pattern
+from .quantize import is_quantized
 from .schema import check_stage_config
 from .sampling import SamplingParams, guide, sample
 from .transformer import Memory, Transformer, TransformerConfig
@@ -42,14 +43,17 @@ SINGLE_THREAD_DECODE_BELOW = 1024  # d_model
 
 
 @contextlib.contextmanager
-def decode_threads(d_model: int, device: torch.device) -> Iterator[None]:
-    """Run incremental decoding of small models on one CPU thread.
+def decode_threads(d_model: int, device: torch.device, int8: bool = False) -> Iterator[None]:
+    """Run incremental decoding of small fp32 models on one CPU thread.
 
-    A decode step of a small model is a handful of tiny matrix products: intra-op threads add only
-    synchronisation, and on a busy machine their spinning makes decoding several times slower.
+    A decode step of a small model is a handful of two-row matrix products: at fp32 and width 512 a second
+    thread made decoding slower (26.5 vs 28.4 steps/s on 2 cores), and on a busy machine intra-op threads'
+    spinning makes it several times slower. int8 products (``tokmusic.quantize``) gain from a second thread
+    (45.4 vs 41.3 steps/s), so quantized stages keep torch's thread count
+    (``benchmarks/decode_speed.py --threads N``).
     """
     before = torch.get_num_threads()
-    single = device.type == "cpu" and d_model < SINGLE_THREAD_DECODE_BELOW and before > 1
+    single = device.type == "cpu" and d_model < SINGLE_THREAD_DECODE_BELOW and before > 1 and not int8
     if single:
         torch.set_num_threads(1)
     try:
@@ -57,6 +61,18 @@ def decode_threads(d_model: int, device: torch.device) -> Iterator[None]:
     finally:
         if single:
             torch.set_num_threads(before)
+
+
+def column_major_weights(*modules: nn.Module) -> None:
+    """Store the weight of every ``nn.Linear`` in ``modules`` column-major (the same values, transposed storage),
+    in place and once. A CPU decode step multiplies two rows by each weight; torch's CPU matrix product streams
+    a column-major weight about 1.2x faster (``benchmarks/decode_speed.py``). Saving is unaffected
+    (``save_tensors`` writes contiguous copies)."""
+    for module in modules:
+        for layer in module.modules():
+            w = layer.weight if isinstance(layer, nn.Linear) else None
+            if w is not None and w.dim() == 2 and w.stride() != (1, w.shape[0]):
+                w.data = w.data.t().contiguous().t()
 
 
 def cuda_graphs_enabled() -> bool:
@@ -359,6 +375,8 @@ class Stage(nn.Module):
             cond.control_valid = torch.arange(2 * n, device=cond.control.device) < n
         memory = self.encode(cond)
         device, rows = memory.x.device, memory.x.shape[0]
+        if device.type == "cpu":
+            column_major_weights(self.decoder, self.head)
 
         layout = self.pattern.layout(timesteps)  # [K, S]
         steps = layout.shape[1]
@@ -405,7 +423,7 @@ class Stage(nn.Module):
         sampled_at = need.tolist()  # which steps sample anything: decided once, on the host
         todo = todo.to(device)
         logits = mixed(h)
-        with decode_threads(cfg.d_model, device):
+        with decode_threads(cfg.d_model, device, int8=is_quantized(self.decoder)):
             for s in range(first, steps):
                 if sampled_at[s]:
                     drawn = torch.stack([sample(logits[i], params, g) for i, g in enumerate(generators)])
