@@ -1,14 +1,19 @@
-"""Generation time of the tiny pipeline for a video, on this machine.
+"""Generation time for a video on this machine, two comparisons side by side in one run.
 
-    python benchmarks/generation_speed.py --seconds 60
+    python benchmarks/generation_speed.py --seconds 60                       # decode threads: 1 vs torch's default
+    python benchmarks/generation_speed.py --seconds 10 --samples 4 --pipeline default   # 4 samples: alone vs together
 
-Compares, in one run, incremental decoding on one CPU thread (tokmusic's choice for small models) with
-torch's default thread count, and reports seconds, the real-time factor and their ratio.
+Threads: incremental decoding on one CPU thread (tokmusic's choice for small fp32 models) against torch's default
+thread count. Samples: N pieces for one video, ``Pipeline.generate`` once per seed against one
+``Pipeline.generate_samples`` call (every decode step serves all N), with a check that both give the same music.
+``--pipeline tiny`` (default) is ``tokmusic.testing.tiny_pipeline(seed=0)``; ``default`` the bundled one.
+Reports seconds, the real-time factor and the ratios; ``--json`` prints them as one object.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -22,40 +27,89 @@ import torch  # noqa: E402
 
 import tokmusic.stage  # noqa: E402
 from media import make_video  # noqa: E402
-from tokmusic.testing import tiny_pipeline  # noqa: E402
 
 
-def timed(pipe, video, repeats: int) -> float:
+def best_of(repeats: int, fn) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        pipe.generate(video, seed=0, progress=False)
+        fn()
         best = min(best, time.perf_counter() - start)
     return best
 
 
-def main() -> None:
+def compare_threads(pipe, video, repeats: int) -> dict:
+    single = best_of(repeats, lambda: pipe.generate(video, seed=0, progress=False))
+    threshold = tokmusic.stage.SINGLE_THREAD_DECODE_BELOW
+    tokmusic.stage.SINGLE_THREAD_DECODE_BELOW = 0  # decode with torch's default threads
+    try:
+        default = best_of(repeats, lambda: pipe.generate(video, seed=0, progress=False))
+    finally:
+        tokmusic.stage.SINGLE_THREAD_DECODE_BELOW = threshold
+    return {"one_thread_s": single, "default_threads_s": default, "ratio": default / single}
+
+
+def compare_samples(pipe, video, samples: int, repeats: int) -> dict:
+    seeds = list(range(samples))
+    alone = together = None
+
+    def one_by_one():
+        nonlocal alone
+        alone = [pipe.generate(video, seed=s, progress=False) for s in seeds]
+
+    def at_once():
+        nonlocal together
+        together = pipe.generate_samples(video, seeds=seeds, progress=False)
+
+    t_alone, t_together = float("inf"), float("inf")
+    for _ in range(repeats):  # alternate, so both see the same machine load
+        t_alone = min(t_alone, best_of(1, one_by_one))
+        t_together = min(t_together, best_of(1, at_once))
+    same = all(torch.equal(a.waveform, b.waveform) for a, b in zip(alone, together))
+    return {"samples": samples, "one_by_one_s": t_alone, "together_s": t_together, "speedup": t_alone / t_together,
+            "same_music": same}
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="video length")
     parser.add_argument("--repeats", type=int, default=2, help="best of N runs")
-    args = parser.parse_args()
+    parser.add_argument("--samples", type=int, default=0, help="compare N samples alone vs together instead")
+    parser.add_argument("--pipeline", choices=["tiny", "default"], default="tiny")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.pipeline == "tiny":
+        from tokmusic.testing import tiny_pipeline
+
+        pipe = tiny_pipeline(seed=0)
+    else:
+        from tokmusic.default import default_pipeline
+
+        pipe = default_pipeline()
     with tempfile.TemporaryDirectory() as tmp:
         video = make_video(Path(tmp) / "clip.mp4", args.seconds, fps=10, size=(96, 128))
-        pipe = tiny_pipeline(seed=0)
         pipe.generate(video, seed=0, progress=False, seconds=2)  # warm-up
-        single = timed(pipe, video, args.repeats)
-        threshold = tokmusic.stage.SINGLE_THREAD_DECODE_BELOW
-        tokmusic.stage.SINGLE_THREAD_DECODE_BELOW = 0  # decode with torch's default threads
-        try:
-            default = timed(pipe, video, args.repeats)
-        finally:
-            tokmusic.stage.SINGLE_THREAD_DECODE_BELOW = threshold
-    print(f"tiny pipeline, {args.seconds:.0f} s video, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads by default")
-    print(f"  decode on 1 thread        : {single:7.2f} s  ({args.seconds / single:5.2f}x real time)")
-    print(f"  decode on default threads : {default:7.2f} s  ({args.seconds / default:5.2f}x real time)")
-    print(f"  ratio default / 1 thread  : {default / single:7.2f}")
+        if args.samples > 1:
+            result = compare_samples(pipe, video, args.samples, args.repeats)
+        else:
+            result = compare_threads(pipe, video, args.repeats)
+    result.update(pipeline=args.pipeline, video_s=args.seconds, cpus=os.cpu_count(), torch=torch.__version__)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    head = f"{args.pipeline} pipeline, {args.seconds:.0f} s video, {os.cpu_count()} CPUs, torch {torch.__version__}"
+    if args.samples > 1:
+        print(f"{head}, {args.samples} samples")
+        print(f"  one by one : {result['one_by_one_s']:7.2f} s")
+        print(f"  together   : {result['together_s']:7.2f} s  ({result['speedup']:.2f}x faster; same music: "
+              f"{result['same_music']})")
+    else:
+        print(f"{head}, {torch.get_num_threads()} threads by default")
+        for key, label in (("one_thread_s", "decode on 1 thread       "), ("default_threads_s", "decode on default threads")):
+            print(f"  {label} : {result[key]:7.2f} s  ({args.seconds / result[key]:5.2f}x real time)")
+        print(f"  ratio default / 1 thread  : {result['ratio']:7.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

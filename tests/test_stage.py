@@ -150,6 +150,20 @@ def test_samples_decoded_together_are_the_samples_decoded_alone(kind):
         stage.generate_batch(conditioning(kind, b=2), 12, prompts, params, [None] * 3)
 
 
+def test_a_stage_trains_after_generating():
+    # decoding on a CPU stores the decoder's weights column-major: the same values, still trainable and savable
+    torch.manual_seed(0)
+    stage = Stage(stage_config("coarse"))
+    cond = conditioning("coarse", b=2)
+    before = {k: v.clone() for k, v in stage.state_dict().items()}
+    stage.generate(row(cond, 0), 6, None, SamplingParams(temperature=0.0))
+    assert all(torch.equal(before[k], v) for k, v in stage.state_dict().items())
+    assert stage.head.weight.stride() == (1, stage.head.weight.shape[0])
+    target = torch.randint(0, stage.cfg.target_vocab, (2, stage.cfg.target_codebooks, 6))
+    stage.loss(cond, target).backward()
+    assert stage.head.weight.grad is not None and torch.isfinite(stage.head.weight.grad).all()
+
+
 def test_greedy_generation_is_argmax_of_teacher_forced_logits():
     torch.manual_seed(0)
     stage = Stage(stage_config("coarse")).eval()

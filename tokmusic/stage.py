@@ -355,6 +355,9 @@ class Stage(nn.Module):
         generators = list(generators) if generators is not None else [None] * n
         if cond.batch_size() not in (1, n) or (prompts is not None and prompts.shape[0] != n):
             raise ValueError(f"{n} samples need a conditioning of batch 1 or {n} and prompts [{n}, K, P]")
+        if self.segment.weight.device.type == "cpu":
+            with torch.no_grad():  # not inference mode: the weights stay trainable
+                column_major_weights(self.decoder, self.head)
         was_training = self.training
         self.eval()
         try:
@@ -375,8 +378,6 @@ class Stage(nn.Module):
             cond.control_valid = torch.arange(2 * n, device=cond.control.device) < n
         memory = self.encode(cond)
         device, rows = memory.x.device, memory.x.shape[0]
-        if device.type == "cpu":
-            column_major_weights(self.decoder, self.head)
 
         layout = self.pattern.layout(timesteps)  # [K, S]
         steps = layout.shape[1]

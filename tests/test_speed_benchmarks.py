@@ -1,4 +1,6 @@
-"""benchmarks/decode_speed.py on tiny dimensions: both sides run, and the JSON has the keys the issue names."""
+"""The speed benchmarks on tiny models: both sides of each comparison run, and the JSON has the promised keys."""
+
+import json
 
 import pytest
 import torch
@@ -6,6 +8,7 @@ import torch
 from scripts import load_script
 
 decode_speed = load_script("benchmarks/decode_speed.py")
+generation_speed = load_script("benchmarks/generation_speed.py")
 
 
 @pytest.mark.parametrize("samples,weights", [(1, "fp32"), (2, "int8")])
@@ -27,3 +30,11 @@ def test_decode_profile_accounts_for_the_whole_step():
     kinds = result["ms_per_step_by_kind"]
     assert kinds["matrix products"] > 0 and kinds["attention"] > 0
     assert sum(kinds.values()) == pytest.approx(result["ms_per_step_profiled"])
+
+
+def test_generation_speed_compares_samples_alone_and_together(capsys):
+    assert generation_speed.main(["--seconds", "2", "--samples", "2", "--repeats", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["same_music"] is True
+    assert result["one_by_one_s"] > 0 and result["together_s"] > 0
+    assert result["speedup"] == pytest.approx(result["one_by_one_s"] / result["together_s"])
