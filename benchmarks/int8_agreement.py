@@ -36,35 +36,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from tokmusic.evaluation.teacher_forced import held_out, teacher_forced
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path("/work/demo/data")
-
-
-def held_out(stage, shards, items: int):
-    """The first ``items`` held-out crops of one window each, as (Conditioning, target, target_valid)."""
-    from tokmusic.conditioning import Conditioning
-    from tokmusic.training.dataset import StageDataset, collate
-
-    dataset = StageDataset(shards, stage.cfg, stage.cfg.window, "valid")
-    out = []
-    for i in range(min(items, len(dataset))):
-        batch = collate([dataset[(i, 0)]])
-        target, valid = batch.pop("target"), batch.pop("target_valid")
-        out.append((Conditioning(**batch), target, valid))
-    return out
-
-
-@torch.inference_mode()
-def teacher_forced(stage, cond, target, valid):
-    """(logits [N, V], labels [N]) at the positions ``Stage.loss`` scores."""
-    v = stage.cfg.target_vocab
-    target = target.masked_fill(~valid[:, None, :], v)
-    logits = stage(cond, target)
-    layout = stage.pattern.layout(target.shape[-1])
-    b = target.shape[0]
-    mask = (layout >= 0).expand(b, -1, -1) & valid.gather(1, layout.clamp(min=0).flatten().expand(b, -1)).view(
-        b, *layout.shape)
-    return logits[mask].float(), stage.pattern.build(target)[mask]
 
 
 def greedy(stage, cond, timesteps: int):

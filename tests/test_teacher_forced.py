@@ -1,0 +1,58 @@
+"""The video probe (tokmusic.evaluation.teacher_forced): a stage that reads its video in time order must show it,
+an untrained one must not."""
+
+import torch
+
+from tokmusic.evaluation.teacher_forced import frames_reversed, video_probe, with_video_of
+from tokmusic.lst_fusion import LSTConfig
+from tokmusic.stage import Stage, StageConfig
+
+from test_learning import TINY, condition, fit
+
+FRAMES = 10  # one frame per target step: 2 s at 5/s
+
+
+def follow_the_frames(batch_size: int):
+    """Frame t shows one of 4 colours (one-hot); token t is that colour: right only for a stage that lines its
+    output up with the frames in time."""
+    def batch(g):
+        colours = torch.randint(0, 4, (batch_size, FRAMES), generator=g)
+        visual = torch.nn.functional.one_hot(colours, 4).float()
+        times = torch.arange(FRAMES).float().expand(batch_size, -1) / 5.0
+        cond = condition(visual=visual, visual_times=times, visual_valid=torch.ones(batch_size, FRAMES, dtype=torch.bool))
+        return cond, colours[:, None, :]
+    return batch
+
+
+def crops(n: int):
+    cond, target = follow_the_frames(n)(torch.Generator().manual_seed(7))
+    valid = torch.ones(1, FRAMES, dtype=torch.bool)
+    return [(condition(**{k: None if v is None else v[i : i + 1] for k, v in vars(cond).items()}), target[i : i + 1],
+             valid) for i in range(n)]
+
+
+def test_video_probe_tells_a_stage_that_follows_its_video_from_one_that_does_not():
+    torch.manual_seed(0)
+    cfg = StageConfig("semantic", target_vocab=4, target_codebooks=1, target_rate=5.0, visual_dim=4,
+                      lst=LSTConfig(enabled=False, width=32, n_heads=2, short_layers=1), window=2.0, overlap=1.0,
+                      **TINY)
+    untrained = Stage(cfg).eval()
+    trained = Stage(cfg)
+    fit(trained, follow_the_frames(16), steps=150, lr=3e-3)
+    held = crops(8)
+    before, after = video_probe(untrained, held), video_probe(trained, held)
+    print(before, after)
+    assert after["loss_true_video"] < 0.2  # chance ln 4 = 1.39
+    assert after["loss_other_video"] > after["loss_true_video"] + 1.0 and after["other_video_worse"] == 1.0
+    assert after["loss_frames_reversed"] > after["loss_true_video"] + 1.0 and after["frames_reversed_worse"] == 1.0
+    # the baseline: an untrained stage's loss barely moves with the video
+    assert abs(before["loss_other_video"] - before["loss_true_video"]) < 0.2
+    assert abs(before["loss_frames_reversed"] - before["loss_true_video"]) < 0.2
+
+
+def test_probe_conditionings_change_only_the_video():
+    (a, _, _), (b, _, _) = crops(2)
+    mixed = with_video_of(a, b)
+    assert torch.equal(mixed.visual, b.visual) and torch.equal(mixed.visual_times, b.visual_times)
+    backwards = frames_reversed(a)
+    assert torch.equal(backwards.visual, a.visual.flip(1)) and torch.equal(backwards.visual_times, a.visual_times)
