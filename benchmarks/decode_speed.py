@@ -176,7 +176,8 @@ def run(name: str, d: Dims, steps: int, repeats: int, device: torch.device, dtyp
     return {
         "config": {"name": name, **vars(d), "decoder_params": params, "steps": steps, "samples": samples,
                    "cfg": True, "top_k": 250,
-                   "dtype": str(dtype).removeprefix("torch."), "weights": weights, "threads": threads(d, device, weights)},
+                   "dtype": str(dtype).removeprefix("torch."), "weights": weights,
+                   "threads": threads(d, device, weights)},
         "device": device_name(device),
         "ours_steps_per_s": steps / ours,
         "hf_steps_per_s": steps / hf,
@@ -188,7 +189,8 @@ def run(name: str, d: Dims, steps: int, repeats: int, device: torch.device, dtyp
 PROFILE_GROUPS = {  # torch operator -> what it is in a decode step
     "matrix products": ("aten::addmm", "aten::mm", "aten::_weight_int8pack_mm"),
     "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math",
-                  "aten::bmm", "aten::_softmax", "aten::_flash_attention_forward", "aten::_efficient_attention_forward"),
+                  "aten::bmm", "aten::_softmax", "aten::_flash_attention_forward",
+                  "aten::_efficient_attention_forward"),
     "sampling": ("aten::topk", "aten::multinomial", "aten::exponential_", "aten::softmax", "aten::argmax"),
     "GELU and layer norms": ("aten::gelu", "aten::native_layer_norm"),
 }
@@ -272,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result))
         else:
             c = result["config"]
-            print(f"{name} ({c['decoder_params'] / 1e6:.0f} M decoder params, {c['dtype']}, {c['weights']} weights, {args.samples} sample(s), "
+            print(f"{name} ({c['decoder_params'] / 1e6:.0f} M decoder params, {c['dtype']}, {c['weights']} weights, "
+                  f"{args.samples} sample(s), "
                   f"threads {c['threads']['tokmusic']}/{c['threads']['musicgen']}, {result['device']}): "
                   f"tokmusic {result['ours_steps_per_s']:.1f} steps/s, transformers MusicGen "
                   f"{result['hf_steps_per_s']:.1f} steps/s, ratio {result['ratio']:.2f}x, weight-streaming floor "

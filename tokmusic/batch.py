@@ -19,8 +19,8 @@ Rules, all of them safe to rely on when a run is repeated or interrupted:
   ``OUT/a/b.wav``. With ``num_samples=N > 1`` there are N outputs ``b-1.wav … b-N.wav``; sample k uses the seed
   ``seed + k - 1`` (so ``b-1.wav`` is what ``tokmusic generate b.mp4 --seed S`` writes), or a fresh random seed
   when ``seed`` is None. The samples of a video are decoded together, one decode step for all of them
-  (``Pipeline.generate_samples``), which costs far less than one after another. Two videos that would write the same output (``a.mp4`` and ``a.mov``) are refused
-  before anything is generated.
+  (``Pipeline.generate_samples``), which costs far less than one after another. Two videos that would write
+  the same output (``a.mp4`` and ``a.mov``) are refused before anything is generated.
 * **Atomic, never overwritten.** Each output is written to a hidden temporary file beside it and renamed into
   place, so a failed or killed run leaves no half files. An output that exists is skipped unless
   ``overwrite=True``, so re-running the same command does only what is missing.

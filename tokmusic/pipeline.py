@@ -255,7 +255,7 @@ class Pipeline:
     def generate_samples(self, video: str | os.PathLike, prompt: str | None = None, *, seeds: list[int],
                          seconds: float | None = None, progress: bool = True, **sampling) -> list[Music]:
         """One piece of music per seed for one video, decoded together: each decode step serves every sample,
-        which costs far less than a step per sample (``benchmarks/decode_speed.py --samples``).
+        which costs far less than a step per sample (``benchmarks/generation_speed.py --samples N``).
 
         Sample k is the music ``generate(video, prompt, seed=seeds[k], ...)`` gives, up to the rounding of
         matrix products over more rows. Other arguments as ``generate``.
