@@ -56,3 +56,7 @@ def test_probe_conditionings_change_only_the_video():
     assert torch.equal(mixed.visual, b.visual) and torch.equal(mixed.visual_times, b.visual_times)
     backwards = frames_reversed(a)
     assert torch.equal(backwards.visual, a.visual.flip(1)) and torch.equal(backwards.visual_times, a.visual_times)
+    # long-term frames inside the window run backwards too; those outside stay
+    a.long, a.long_times = torch.arange(6.0).view(1, 6, 1), torch.tensor([[-2.0, 0.0, 0.5, 1.0, 1.8, 5.0]])
+    a.long_valid, a.window_start = torch.ones(1, 6, dtype=torch.bool), torch.tensor([0.0])
+    assert frames_reversed(a).long.flatten().tolist() == [0.0, 4.0, 3.0, 2.0, 1.0, 5.0]

@@ -51,10 +51,18 @@ def with_video_of(cond: Conditioning, other: Conditioning) -> Conditioning:
 
 
 def frames_reversed(cond: Conditioning) -> Conditioning:
-    """``cond`` with the window's short-term frames in reverse order (the same frames, time running backwards;
-    padding, if any, moves to the front)."""
+    """``cond`` with time running backwards inside the window: its short-term frames in reverse order, and so are
+    the long-term frames that fall inside the window (the rest of the video stays where it was). Batch 1,
+    no padding: the crops ``held_out`` gives."""
     out = Conditioning(**vars(cond))
-    out.visual, out.visual_valid = cond.visual.flip(1), cond.visual_valid.flip(1)
+    out.visual = cond.visual.flip(1)
+    if cond.long is not None:
+        start = 0.0 if cond.window_start is None else float(cond.window_start.reshape(-1)[0])
+        end = start + float(cond.visual_times.max())
+        inside = ((cond.long_times[0] >= start) & (cond.long_times[0] <= end)).nonzero().flatten()
+        if len(inside) > 1:
+            out.long = cond.long.clone()
+            out.long[:, inside] = cond.long[:, inside.flip(0)]
     return out
 
 
