@@ -225,12 +225,11 @@ class Transformer(nn.Module):
         heads, head_dim = self.cfg.n_heads, self.cfg.d_model // self.cfg.n_heads
         device = memory.x.device
         caches = [KVCache(b, heads, max_len, head_dim, dtype=memory.x.dtype, device=device) for _ in self.layers]
-        timed = memory.positions is not None
         slots = self.rope(torch.arange(max_len, device=device, dtype=torch.float32)[None])  # [1, 1, max_len, hd]
         cross = None
-        if timed:
+        if memory.positions is not None:
             cross = slots if cross_positions is None else self.rope(cross_positions.float().view(1, max_len))
-        return DecodeState(caches, self.memory_kv(memory), key_mask(memory.valid), timed, slots, cross)
+        return DecodeState(caches, self.memory_kv(memory), key_mask(memory.valid), slots, cross)
 
     def step(self, x: torch.Tensor, positions: torch.Tensor, state: "DecodeState",
              cross_positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -245,7 +244,7 @@ class Transformer(nn.Module):
             mask = keys[None, :] <= queries[:, None]  # [n, past + n]
         rope = self.rope(positions)
         cross_rope = None
-        if state.timed:
+        if state.cross_rope is not None:
             cross_rope = rope if cross_positions is None else self.rope(cross_positions)
         for layer, cache, kv in zip(self.layers, state.caches, state.memory_kv):
             x = layer(x, self_mask=mask, rope=rope, cache=cache, memory_kv=kv, memory_mask=state.memory_mask,
@@ -274,9 +273,9 @@ class DecodeState:
     caches: list[KVCache]
     memory_kv: list[tuple[torch.Tensor, torch.Tensor]]
     memory_mask: torch.Tensor | None
-    timed: bool  # the memory has positions: queries are rotated in cross-attention
     slot_rope: tuple[torch.Tensor, torch.Tensor]  # rotations of slots 0..max_len-1, [1, 1, max_len, hd] each
-    cross_rope: tuple[torch.Tensor, torch.Tensor] | None  # where each slot's query meets a timed memory
+    # where each slot's query meets the memory; None: the memory has no positions, queries are not rotated there
+    cross_rope: tuple[torch.Tensor, torch.Tensor] | None
 
     @property
     def size(self) -> int:
