@@ -29,13 +29,15 @@ import tokmusic.stage  # noqa: E402
 from media import make_video  # noqa: E402
 
 
+def timed(fn):
+    """(seconds, result) of one call of ``fn``."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
 def best_of(repeats: int, fn) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return min(timed(fn)[0] for _ in range(repeats))
 
 
 def compare_threads(pipe, video, repeats: int) -> dict:
@@ -51,20 +53,12 @@ def compare_threads(pipe, video, repeats: int) -> dict:
 
 def compare_samples(pipe, video, samples: int, repeats: int) -> dict:
     seeds = list(range(samples))
-    alone = together = None
-
-    def one_by_one():
-        nonlocal alone
-        alone = [pipe.generate(video, seed=s, progress=False) for s in seeds]
-
-    def at_once():
-        nonlocal together
-        together = pipe.generate_samples(video, seeds=seeds, progress=False)
-
-    t_alone, t_together = float("inf"), float("inf")
+    t_alone = t_together = float("inf")
     for _ in range(repeats):  # alternate, so both see the same machine load
-        t_alone = min(t_alone, best_of(1, one_by_one))
-        t_together = min(t_together, best_of(1, at_once))
+        t, alone = timed(lambda: [pipe.generate(video, seed=s, progress=False) for s in seeds])
+        t_alone = min(t_alone, t)
+        t, together = timed(lambda: pipe.generate_samples(video, seeds=seeds, progress=False))
+        t_together = min(t_together, t)
     same = all(torch.equal(a.waveform, b.waveform) for a, b in zip(alone, together))
     return {"samples": samples, "one_by_one_s": t_alone, "together_s": t_together, "speedup": t_alone / t_together,
             "same_music": same}
