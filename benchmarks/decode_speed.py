@@ -13,7 +13,7 @@ classifier-free guidance as a batch of two (conditional and null), top-k 250, te
 the same number of decoder steps; runs alternate in one process and the best of ``--repeats`` counts. With
 ``--samples N`` both decode N samples at once (ours: ``Stage.generate_batch``; MusicGen: a batch of N copies of
 the text), so a step serves N samples. On a CPU tokmusic decodes models narrower than 1024 on one thread
-(``tokmusic.stage.decode_threads``) and MusicGen uses torch's default; ``--threads N`` puts both on N.
+(``tokmusic.decoding.decode_threads``) and MusicGen uses torch's default; ``--threads N`` puts both on N.
 ``--weights int8`` gives both decoders (and output heads) ``tokmusic.quantize.Int8Linear`` layers.
 MusicGen runs through ``MusicgenForConditionalGeneration.generate`` with a tiny T5 text encoder and a tiny
 EnCodec, so its encoder and codec cost next to nothing, as ours do.
@@ -39,7 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-import tokmusic.stage  # noqa: E402
+import tokmusic.decoding  # noqa: E402
 from tokmusic.lst_fusion import LSTConfig  # noqa: E402
 from tokmusic.quantize import quantize_linears, quantize_stage  # noqa: E402
 from tokmusic.sampling import SamplingParams  # noqa: E402
@@ -223,8 +223,8 @@ def profile(name: str, d: Dims, steps: int, device: torch.device, dtype: torch.d
 
 
 def threads(d: Dims, device: torch.device, weights: str) -> dict:
-    """The CPU threads each side decodes on (``tokmusic.stage.decode_threads``)."""
-    single = device.type == "cpu" and d.width < tokmusic.stage.SINGLE_THREAD_DECODE_BELOW and weights == "fp32"
+    """The CPU threads each side decodes on (``tokmusic.decoding.decode_threads``)."""
+    single = device.type == "cpu" and d.width < tokmusic.decoding.SINGLE_THREAD_DECODE_BELOW and weights == "fp32"
     ours = 1 if single else torch.get_num_threads()
     return {"tokmusic": ours, "musicgen": torch.get_num_threads()}
 
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-        tokmusic.stage.SINGLE_THREAD_DECODE_BELOW = 0  # tokmusic keeps torch's thread count
+        tokmusic.decoding.SINGLE_THREAD_DECODE_BELOW = 0  # tokmusic keeps torch's thread count
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     names = list(CONFIGS) if args.config == "all" else [args.config]
     for name in names:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import torch  # noqa: E402
 
-import tokmusic.stage  # noqa: E402
+import tokmusic.decoding  # noqa: E402
 from media import make_video  # noqa: E402
 
 
@@ -42,12 +42,12 @@ def best_of(repeats: int, fn) -> float:
 
 def compare_threads(pipe, video, repeats: int) -> dict:
     single = best_of(repeats, lambda: pipe.generate(video, seed=0, progress=False))
-    threshold = tokmusic.stage.SINGLE_THREAD_DECODE_BELOW
-    tokmusic.stage.SINGLE_THREAD_DECODE_BELOW = 0  # decode with torch's default threads
+    threshold = tokmusic.decoding.SINGLE_THREAD_DECODE_BELOW
+    tokmusic.decoding.SINGLE_THREAD_DECODE_BELOW = 0  # decode with torch's default threads
     try:
         default = best_of(repeats, lambda: pipe.generate(video, seed=0, progress=False))
     finally:
-        tokmusic.stage.SINGLE_THREAD_DECODE_BELOW = threshold
+        tokmusic.decoding.SINGLE_THREAD_DECODE_BELOW = threshold
     return {"one_thread_s": single, "default_threads_s": default, "ratio": default / single}
 
 
