@@ -10,7 +10,11 @@ for the correspondences) it compares, in one run:
 * ``pipeline`` the pipeline under test (default: tokmusic's bundled default) generating for the clip's video;
 * ``shuffled`` the same generated music judged against another clip's answers (a derangement): what a
   pipeline that ignores the video would score;
-* ``random``   ``tokmusic.testing.tiny_pipeline()`` (random weights) generating for the clip's video.
+* ``random``   ``tokmusic.testing.tiny_pipeline()`` (random weights) generating for the clip's video;
+* ``codec``    the truth encoded and decoded by the pipeline's codec: the ceiling of any music made of its tokens;
+* ``given_semantic`` the pipeline's coarse and fine stages run on the truth's semantic tokens: what the
+  acoustic stages and the codec keep of a perfect semantic stage. With ``codec`` it says where along the
+  chain a correspondence is lost.
 
 Measures:
 
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     spectral = SpectralEmbedder()
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
-    answers, waves = [], {"truth": [], "pipeline": [], "random": []}
+    answers, waves = [], {"truth": [], "pipeline": [], "random": [], "codec": [], "given_semantic": []}
     codec = {label: {"mel_distance": [], "si_snr": [], "chroma_agreement": []} for label in ("pipeline", "random")}
     started = time.perf_counter()
     generated_seconds = 0.0
@@ -220,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             codec[label]["chroma_agreement"].append(chroma_agreement(truth, rebuilt, sr))
             if args.only == "codec":
                 continue
+            if label == "pipeline":
+                waves["codec"].append(rebuilt)
+                waves["given_semantic"].append(given_semantic(system, video, truth, args.seed + i))
             music = system.generate(video, seed=args.seed + i, seconds=answer["duration"], progress=False)
             waves[label].append(load_rate(music.waveform, system.sample_rate, sr))
             generated_seconds += answer["duration"] if label == "pipeline" else 0.0
@@ -239,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline": [judge.measure(w, a) for w, a in zip(waves["pipeline"], answers)],
         "shuffled": [judge.measure(waves["pipeline"][j], a) for j, a in zip(shuffle, answers)],
         "random": [judge.measure(w, a) for w, a in zip(waves["random"], answers)],
+        "codec": [judge.measure(w, a) for w, a in zip(waves["codec"], answers)],
+        "given_semantic": [judge.measure(w, a) for w, a in zip(waves["given_semantic"], answers)],
     }
     result: dict = {"clips": len(names), "corpus": str(corpus), "seed": args.seed,
                     "pipeline": args.pipeline or "default", "systems": {}}
@@ -281,6 +290,18 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print_table(result)
     return 0
+
+
+def given_semantic(pipe, video: Path, truth: torch.Tensor, seed: int) -> torch.Tensor:
+    """The music of ``pipe``'s coarse and fine stages for ``video`` given the truth's semantic tokens."""
+    if pipe.semantic_tokenizer is None:
+        raise SystemExit("known_answer.py: the pipeline has no semantic tokenizer, so the truth's semantic tokens "
+                         "cannot be made; give a pipeline that has one")
+    with torch.inference_mode():
+        semantic = pipe.semantic_tokenizer.tokenize(truth, pipe.sample_rate).reshape(1, -1)
+    duration = truth.shape[-1] / pipe.sample_rate
+    tokens = pipe._tokens(video, None, [seed], duration, False, {}, given={"semantic": semantic})[0]
+    return load_rate(pipe._decode(tokens).waveform, pipe.sample_rate, pipe.sample_rate)
 
 
 def judge_tempo(wave: torch.Tensor, sr: int) -> float:
@@ -335,9 +356,10 @@ def print_table(result: dict) -> None:
             "instrument_accuracy", "fd_control", "fd_spectral"]
     print(f"known-answer benchmark: {result['clips']} held-out clips of {result['corpus']}, "
           f"pipeline {result['pipeline']}")
-    print(f"{'':22s}" + "".join(f"{s:>10s}" for s in systems))
+    widths = {s: max(12, len(s) + 2) for s in systems}
+    print(f"{'':22s}" + "".join(f"{s:>{widths[s]}s}" for s in systems))
     for key in keys:
-        cells = "".join(f"{systems[s].get(key, float('nan')):>10.3f}" for s in systems)
+        cells = "".join(f"{systems[s].get(key, float('nan')):>{widths[s]}.3f}" for s in systems)
         print(f"{key:22s}{cells}")
     print("\n".join(codec_lines(result)))
     for label, t in result["text_control"].items():

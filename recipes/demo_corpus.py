@@ -18,8 +18,9 @@ The correspondences, each one observable in the video and checkable in the music
   output frame) per beat, so pixels per second = tempo / 60 * PAN_PIXELS_PER_BEAT; tempi are drawn from
   ``TEMPO_RANGE`` BPM.
 * **cuts -> phrase boundaries**: each phrase of the chorale (phrases end on the fermatas) is one scene
-  with its own photograph; after each phrase the music breathes for one beat of silence and the next phrase
-  starts with the cut.
+  with its own photograph; after each phrase the music breathes for 1 to ``MAX_BREATH_BEATS`` beats of silence
+  (drawn per phrase) and the next phrase starts with the cut. The breath's length varies so that only the cut,
+  not the music before it, says when the next phrase starts.
 * **colour -> instrument**: the whole clip is graded warm (``TINTS["piano"]``) when the chorale is played on
   piano and cool (``TINTS["organ"]``) when on church organ.
 
@@ -47,6 +48,7 @@ INSTRUMENTS = {"piano": 0, "organ": 19}  # General MIDI programs: acoustic grand
 INSTRUMENT_WORDS = {"piano": "piano", "organ": "church organ"}
 TINTS = {"piano": ((1.15, 0.95, 0.65), (30, 10, 0)), "organ": ((0.65, 0.9, 1.2), (0, 10, 35))}  # gain, offset
 PAN_PIXELS_PER_BEAT = 24.0
+MAX_BREATH_BEATS = 3  # the silence between phrases lasts 1, 2 or 3 beats
 LEAD_IN = 0.5  # seconds before the first note
 TAIL = 0.75  # seconds after the last note (releases)
 VELOCITY = 90
@@ -95,24 +97,27 @@ def read_chorale(path: str):
     return notes, ends, mode
 
 
-def plan_clip(notes, ends, bpm: float, max_seconds: float) -> dict:
-    """Time every note: quarter q -> seconds, with one beat of silence after each phrase; keep whole phrases
-    while the clip stays within ``max_seconds`` (at least two)."""
+def plan_clip(notes, ends, bpm: float, max_seconds: float, breaths: list[int] | None = None) -> dict:
+    """Time every note: quarter q -> seconds, with ``breaths[k]`` beats of silence after phrase k (default one
+    each); keep whole phrases while the clip stays within ``max_seconds`` (at least two)."""
     spq = 60.0 / bpm
     ends = [e for e in ends if e > 0]
     if ends[-1] < max(n[1] for n in notes):
         ends = ends + [max(n[1] for n in notes)]
+    rests = [1] * len(ends) if breaths is None else list(breaths)
+    if len(rests) < len(ends):
+        raise ValueError(f"{len(ends)} phrases need as many breaths, got {len(rests)}")
 
     def seconds(q: float) -> float:
-        breaths = sum(1 for e in ends if q >= e - 1e-6)  # phrases already finished when q starts
-        return LEAD_IN + q * spq + breaths * spq
+        beats = sum(r for e, r in zip(ends, rests) if q >= e - 1e-6)  # breaths of the phrases finished by q
+        return LEAD_IN + (q + beats) * spq
 
     keep = 2
-    while keep < len(ends) and seconds(ends[keep]) - spq + TAIL <= max_seconds:
+    while keep < len(ends) and seconds(ends[keep]) - rests[keep] * spq + TAIL <= max_seconds:
         keep += 1
     last = ends[keep - 1]
     events = [(seconds(on), seconds(on) + (end - on) * spq, ch, key) for on, end, ch, key in notes if on < last - 1e-6]
-    phrase_ends = [seconds(e) - spq for e in ends[:keep]]  # the breath starts here
+    phrase_ends = [seconds(e) - r * spq for e, r in zip(ends[:keep], rests)]  # the breath starts here
     cuts = [seconds(e) for e in ends[: keep - 1]]  # the next phrase starts with the cut
     duration = phrase_ends[-1] + TAIL
     beats, q = [], 0.0
@@ -199,7 +204,8 @@ def make_clip(path: Path, index: int, chorale: str, split: str, seed: int, max_s
     rng = np.random.default_rng([seed, index])
     bpm = float(rng.uniform(*TEMPO_RANGE))
     instrument = ("piano", "organ")[int(rng.integers(2))]
-    plan = plan_clip(notes, ends, bpm, max_seconds)
+    breaths = np.random.default_rng([seed, index, 1]).integers(1, MAX_BREATH_BEATS + 1, size=len(ends) + 1)
+    plan = plan_clip(notes, ends, bpm, max_seconds, [int(b) for b in breaths])
     duration = plan["duration"]
     pool = VALID_IMAGES if split == "valid" else TRAIN_IMAGES
     bounds = [0.0] + plan["cuts"] + [duration]

@@ -70,3 +70,27 @@ def test_same_arguments_same_clip_and_rerun_keeps_files(corpus, tmp_path):
     args = ["--out", str(corpus), "--count", "3", "--valid", "1", "--max-seconds", "8", "--size", "64", "--quiet"]
     assert dc.main(args) == 0
     assert (corpus / "clips/0000.mp4").stat().st_mtime_ns == mtime
+
+
+def test_breaths_last_whole_beats_of_varying_length():
+    dc = demo_corpus()
+    notes = [(float(q), q + 1.0, 0, 60) for q in range(12)]  # twelve quarter notes, phrases end at 4, 8, 12
+    plan = dc.plan_clip(notes, [4.0, 8.0, 12.0], bpm=120.0, max_seconds=30.0, breaths=[1, 3, 2])
+    spb = 0.5
+    assert plan["phrase_ends"] == pytest.approx([dc.LEAD_IN + 4 * spb, dc.LEAD_IN + 9 * spb, dc.LEAD_IN + 16 * spb])
+    assert plan["cuts"] == pytest.approx([dc.LEAD_IN + 5 * spb, dc.LEAD_IN + 12 * spb])  # after 1 beat, then 3
+    starts = sorted({e[0] for e in plan["events"]})
+    assert starts[4] == pytest.approx(plan["cuts"][0]) and starts[8] == pytest.approx(plan["cuts"][1])
+    with pytest.raises(ValueError, match="3 phrases need as many breaths"):
+        dc.plan_clip(notes, [4.0, 8.0, 12.0], bpm=120.0, max_seconds=30.0, breaths=[1])
+
+
+def test_breath_lengths_are_drawn_per_phrase(corpus):
+    dc = demo_corpus()
+    truth = json.loads((corpus / "truth.json").read_text())["clips"]
+    gaps = []
+    for clip in truth.values():
+        beat = 60 / clip["tempo"]
+        gaps += [(c - e) / beat for c, e in zip(clip["cuts"], clip["phrase_ends"])]
+    assert gaps and all(1 - 1e-3 <= g <= dc.MAX_BREATH_BEATS + 1e-3 for g in gaps)
+    np.testing.assert_allclose(gaps, np.round(gaps), atol=1e-3)

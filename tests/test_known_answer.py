@@ -36,24 +36,48 @@ def test_derangement_moves_every_clip(bench):
     assert bench.derangement(7, 3) == bench.derangement(7, 3)
 
 
-def test_codec_only_run_on_a_small_corpus(bench, tmp_path, capsys):
-    """``--only codec`` on a rendered corpus: the codec rows of both systems, every measure in its range."""
-    import json
-
+@pytest.fixture(scope="module")
+def small_world(tmp_path_factory):
+    """(corpus, pipeline): 3 held-out clips of at most 6 s and a saved random tiny pipeline."""
     for package in ("music21", "pretty_midi", "tinysoundfont", "skimage"):
         pytest.importorskip(package)
     from tokmusic.testing import tiny_pipeline
 
+    root = tmp_path_factory.mktemp("known-answer")
     corpus_recipe = load_script("recipes/demo_corpus.py")
-    corpus = tmp_path / "corpus"
-    assert corpus_recipe.main(["--out", str(corpus), "--count", "4", "--valid", "3", "--max-seconds", "6",
+    assert corpus_recipe.main(["--out", str(root / "corpus"), "--count", "4", "--valid", "3", "--max-seconds", "6",
                                "--size", "64", "--quiet"]) == 0
-    tiny_pipeline(seed=1).save_pretrained(tmp_path / "pipe")
+    tiny_pipeline(seed=1).save_pretrained(root / "pipe")
+    return root / "corpus", root / "pipe"
+
+
+def test_codec_only_run_on_a_small_corpus(bench, small_world, capsys):
+    """``--only codec`` on a rendered corpus: the codec rows of both systems, every measure in its range."""
+    import json
+
+    corpus, pipe = small_world
     capsys.readouterr()
-    assert bench.main(["--corpus", str(corpus), "--pipeline", str(tmp_path / "pipe"), "--only", "codec",
-                       "--json"]) == 0
+    assert bench.main(["--corpus", str(corpus), "--pipeline", str(pipe), "--only", "codec", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["clips"] == 3 and set(result["codec"]) == {"pipeline", "random"}
     for row in result["codec"].values():
         assert row["mel_distance"] > 0 and row["si_snr"] < 60
         assert -1 <= row["chroma_agreement"] <= 1
+
+
+def test_full_run_scores_every_system_and_the_truth_scores_best(bench, small_world, capsys):
+    """Every system gets every measure, and the ground truth, whose answers they are, finds its breaths at the
+    cuts."""
+    import json
+
+    corpus, pipe = small_world
+    capsys.readouterr()
+    assert bench.main(["--corpus", str(corpus), "--pipeline", str(pipe), "--seconds", "6", "--prompt-clips", "1",
+                       "--prompt-seconds", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    systems = result["systems"]
+    assert set(systems) == {"truth", "pipeline", "shuffled", "random", "codec", "given_semantic"}
+    for row in systems.values():
+        assert 0 <= row["phrase_f1"] <= 1 and 0 <= row["instrument_accuracy"] <= 1
+    assert systems["truth"]["phrase_f1"] == 1.0
+    assert systems["given_semantic"]["fd_spectral"] > 0 and systems["codec"]["fd_spectral"] > 0

@@ -307,3 +307,15 @@ def test_samples_decoded_together_are_the_music_of_their_seeds(pipe, clip):
     for bad in ([], 3, [3, -1], [3.5]):
         with pytest.raises(ConfigError, match="seed"):
             pipe.generate_samples(clip, seeds=bad)
+
+
+def test_given_semantic_tokens_are_what_the_later_stages_read(pipe, clip):
+    """The evaluation's hook: with the semantic tokens given, the coarse and fine stages run on them, and on
+    the tokens a generation made they make exactly that generation's acoustic tokens."""
+    made = pipe.generate_tokens(clip, seed=3, progress=False)
+    again = pipe._tokens(clip, None, [3], None, False, {}, given={"semantic": made["semantic"]})[0]
+    for name in ("semantic", "coarse", "fine"):
+        assert torch.equal(again[name], made[name])
+    other = torch.zeros_like(made["semantic"])
+    moved = pipe._tokens(clip, None, [3], None, False, {}, given={"semantic": other})[0]
+    assert torch.equal(moved["semantic"], other) and not torch.equal(moved["coarse"], made["coarse"])

@@ -275,8 +275,11 @@ class Pipeline:
         seed = random.randrange(MAX_SEED) if seed is None else seed
         return self._tokens(video, prompt, [seed], seconds, progress, sampling)[0]
 
-    def _tokens(self, video, prompt, seeds: list[int], seconds, progress: bool, sampling: dict) -> list[dict]:
-        """The tokens of one sample per seed, all samples decoded together, stage after stage."""
+    def _tokens(self, video, prompt, seeds: list[int], seconds, progress: bool, sampling: dict,
+                given: dict[str, torch.Tensor] | None = None) -> list[dict]:
+        """The tokens of one sample per seed, all samples decoded together, stage after stage. ``given`` maps
+        a stage name to the tokens to use instead of generating them (every sample gets the same; the
+        evaluation uses it to run the later stages on the truth's tokens)."""
         from .video import probe
         from .visual_encoders import extract_features
 
@@ -301,9 +304,12 @@ class Pipeline:
 
                 generators = [torch.Generator(weight.device).manual_seed(stage_seed(seed, name)) for seed in seeds]
                 total = token_count(duration, stage.cfg.target_rate)
-                with tqdm(total=total_steps(stage, total), desc=name, unit="step", disable=not progress,
-                          leave=False) as bar:
-                    out = generate_long_batch(stage, total, condition, params[name], generators, bar.update)
+                if given and name in given:
+                    out = [given[name][..., :total].to(weight.device) for _ in seeds]
+                else:
+                    with tqdm(total=total_steps(stage, total), desc=name, unit="step", disable=not progress,
+                              leave=False) as bar:
+                        out = generate_long_batch(stage, total, condition, params[name], generators, bar.update)
                 for sample, tokens in zip(samples, out):
                     sample[name] = tokens
                 # the next stage reads this one's output: semantic -> coarse, coarse -> fine
