@@ -305,7 +305,7 @@ def given_semantic(pipe, video: Path, truth: torch.Tensor, seed: int) -> torch.T
         semantic = pipe.semantic_tokenizer.tokenize(truth, pipe.sample_rate).reshape(1, -1)
     duration = truth.shape[-1] / pipe.sample_rate
     tokens = pipe._tokens(video, None, [seed], duration, False, {}, given={"semantic": semantic})[0]
-    return load_rate(pipe._decode(tokens).waveform, pipe.sample_rate, pipe.sample_rate)
+    return load_rate(pipe._decode(tokens).waveform, pipe.sample_rate, pipe.sample_rate)  # mono [1, N]
 
 
 def judge_tempo(wave: torch.Tensor, sr: int) -> float:
@@ -356,8 +356,8 @@ def write_outputs(out: Path, names: list[str], waves: dict, sr: int) -> None:
 
 def print_table(result: dict) -> None:
     systems = result["systems"]
-    keys = ["tempo_spearman", "tempo_within_8pct", "tempo_within_8pct_piano", "tempo_within_8pct_organ", "phrase_f1", "bcs", "bhs", "cut_beat_hit_rate",
-            "instrument_accuracy", "fd_control", "fd_spectral"]
+    keys = ["tempo_spearman", "tempo_within_8pct", "tempo_within_8pct_piano", "tempo_within_8pct_organ", "phrase_f1",
+            "bcs", "bhs", "cut_beat_hit_rate", "instrument_accuracy", "fd_control", "fd_spectral"]
     print(f"known-answer benchmark: {result['clips']} held-out clips of {result['corpus']}, "
           f"pipeline {result['pipeline']}")
     widths = {s: max(12, len(s) + 2) for s in systems}
