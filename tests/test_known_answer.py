@@ -1,4 +1,5 @@
-"""benchmarks/known_answer.py: its measures on answers that are known."""
+"""benchmarks/known_answer.py: its measures on answers that are known; and benchmarks/video_probe.py on the same
+small rendered world."""
 
 import numpy as np
 import pytest
@@ -81,3 +82,49 @@ def test_full_run_scores_every_system_and_the_truth_scores_best(bench, small_wor
         assert 0 <= row["phrase_f1"] <= 1 and 0 <= row["instrument_accuracy"] <= 1
     assert systems["truth"]["phrase_f1"] == 1.0
     assert systems["given_semantic"]["fd_spectral"] > 0 and systems["codec"]["fd_spectral"] > 0
+
+
+def test_video_probe_reads_cuts_and_scores_every_held_out_token(small_world, tmp_path, capsys):
+    """``video_probe.py --cuts truth.json`` on the small world preprocessed for the tiny pipeline: every stage that
+    reads video gets the near-cut row, over all three held-out clips, each token scored once."""
+    import json
+
+    corpus, pipe = small_world
+    assert load_script("recipes/preprocess.py").main([str(corpus / "manifest.jsonl"), "--pipeline", str(pipe),
+                                                      "--out", str(tmp_path / "data"), "--quiet"]) == 0
+    probe = load_script("benchmarks/video_probe.py")
+    capsys.readouterr()
+    assert probe.main(["--pipeline", str(pipe), "--data", str(tmp_path / "data"), "--items", "2",
+                       "--cuts", str(corpus / "truth.json"), "--radius", "0.5", "--json"]) == 0
+    stages = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stages"]
+    assert stages and "semantic" in stages
+    for name, row in stages.items():
+        near = row["near_cuts"]
+        assert row["crops"] == 2 and near["items"] == 3 and near["radius_s"] == 0.5
+        assert near["tokens_near"] > 0 and near["tokens_elsewhere"] > near["tokens_near"]
+        assert all(near[f"loss_{k}"] > 0 for k in ("near_true", "near_reversed", "elsewhere_true", "elsewhere_reversed"))
+    # every token of every held-out clip is scored once
+    from tokmusic.training.shards import TokenShards
+
+    shards = TokenShards(tmp_path / "data")
+    tokens = sum(shards.load(entry)["semantic"].shape[-1] for entry in shards.entries("valid"))
+    near = stages["semantic"]["near_cuts"]
+    assert tokens - 3 <= near["tokens_near"] + near["tokens_elsewhere"] <= tokens  # the last token may be past the video
+
+
+def test_read_cuts_takes_truth_json_or_a_plain_mapping_and_exits_on_anything_else(tmp_path):
+    import json
+
+    probe = load_script("benchmarks/video_probe.py")
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps({"seed": 0, "clips": {"clips/0001.mp4": {"cuts": [1, 2.5], "bpm": 90}}}))
+    assert probe.read_cuts(str(truth)) == {"clips/0001.mp4": [1.0, 2.5]}
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"/v/a.mp4": [0.5]}))
+    assert probe.read_cuts(str(plain)) == {"/v/a.mp4": [0.5]}
+    for bad in ("[1, 2]", '{"a.mp4": 3}', "not json"):
+        plain.write_text(bad)
+        with pytest.raises(SystemExit, match="cannot read cut times"):
+            probe.read_cuts(str(plain))
+    with pytest.raises(SystemExit, match="cannot read cut times"):
+        probe.read_cuts(str(tmp_path / "missing.json"))

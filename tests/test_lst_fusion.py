@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from tokmusic.lst_fusion import CLOCK_FEATURES, CLOCK_HARMONICS, LSTConfig, LSTFusion, clock_features, sample_long_term
@@ -63,6 +64,23 @@ def test_short_and_long_term_share_one_clock():
         lst.clock.bias.zero_()
     torch.testing.assert_close(lst(short, times + 2.0, valid, long, long_times + 2.0, long_valid),
                                lst(short, times, valid, long, long_times, long_valid), atol=1e-5, rtol=0)
+
+
+def test_normalize_standardises_each_channel_by_the_training_statistics():
+    torch.manual_seed(0)
+    lst = LSTFusion(12, 24, LSTConfig(normalize=True, **CFG)).eval()
+    short, times, valid, long, long_times, long_valid = inputs(b=1)
+    unset = lst(short, times, valid, long, long_times, long_valid)
+    mean, std = torch.linspace(-1, 1, 12), torch.linspace(0.001, 3, 12)
+    lst.set_feature_statistics(mean, std)
+    assert lst.feature_std[0] == 0.01 and lst.feature_std[-1] == 3  # a near-constant channel gets the floor
+    fitted = lst(short * lst.feature_std + mean, times, valid, long * lst.feature_std + mean, long_times, long_valid)
+    torch.testing.assert_close(fitted, unset, atol=1e-5, rtol=0)  # (x - mean) / std sees the same frames again
+    assert {"feature_mean", "feature_std"} <= set(lst.state_dict())  # saved with the weights
+    plain = LSTFusion(12, 24, LSTConfig(**CFG))
+    assert "feature_mean" not in plain.state_dict()  # stages saved without it load as before
+    with pytest.raises(ValueError, match="normalize=True"):
+        plain.set_feature_statistics(mean, std)
 
 
 def test_clock_features():

@@ -60,3 +60,74 @@ def test_probe_conditionings_change_only_the_video():
     a.long, a.long_times = torch.arange(6.0).view(1, 6, 1), torch.tensor([[-2.0, 0.0, 0.5, 1.0, 1.8, 5.0]])
     a.long_valid, a.window_start = torch.ones(1, 6, dtype=torch.bool), torch.tensor([0.0])
     assert frames_reversed(a).long.flatten().tolist() == [0.0, 4.0, 3.0, 2.0, 1.0, 5.0]
+
+
+EVENT_META = {"format_version": 1, "fps": 5.0, "sample_rate": 16000, "visual_dim": 4, "control_dim": 0,
+              "codebook_size": 16, "n_q": 2, "n_coarse": 1, "frame_rate": 50.0, "semantic_vocab": 2,
+              "semantic_rate": 5.0}
+
+
+def event_data(path, items: int = 12, seconds: float = 8.0):
+    """Items whose video flashes channel 0 at 6 random frames (the events; the other channels are noise) and
+    whose target is 1 exactly at those frames, 0 elsewhere; the last 4 are held out. -> (data dir, events)."""
+    from tokmusic.training.shards import ShardWriter, build_index, open_data_dir
+
+    out = open_data_dir(path, EVENT_META)
+    writer = ShardWriter(out, shard_size=4)
+    g = torch.Generator().manual_seed(3)
+    frames = int(seconds * 5)
+    events = {}
+    for i in range(items):
+        at = torch.randperm(frames - 2, generator=g)[:6] + 1
+        visual = torch.randn(frames, 4, generator=g) * 0.3
+        visual[:, 0] = 0.0
+        visual[at, 0] = 1.0
+        semantic = torch.zeros(frames, dtype=torch.int32)
+        semantic[at] = 1
+        data = {"visual": visual.half(), "times": torch.arange(frames) / 5.0, "semantic": semantic,
+                "codes": torch.randint(16, (2, int(seconds * 50)), generator=g).short()}
+        video = f"/corpus/clips/{i:04d}.mp4"
+        writer.add({"key": f"k{i}", "line": i + 1, "video": video, "split": "valid" if i >= items - 4 else "train",
+                    "text": None, "duration": seconds}, data)
+        events[f"clips/{i:04d}.mp4"] = sorted((at / 5.0).tolist())
+    writer.flush()
+    build_index(out)
+    return out, events
+
+
+def test_event_probe_tells_a_stage_that_follows_the_events_from_one_that_does_not(tmp_path):
+    from tokmusic.conditioning import Conditioning
+    from tokmusic.evaluation.teacher_forced import event_probe
+    from tokmusic.training.dataset import StageDataset, collate
+    from tokmusic.training.shards import TokenShards
+
+    data_dir, events = event_data(tmp_path / "data")
+    shards = TokenShards(data_dir, EVENT_META)
+    torch.manual_seed(0)
+    cfg = StageConfig("semantic", target_vocab=2, target_codebooks=1, target_rate=5.0, visual_dim=4,
+                      lst=LSTConfig(enabled=False, width=32, n_heads=2, short_layers=1), window=4.0, overlap=2.0,
+                      **TINY)
+    untrained = Stage(cfg).eval()
+    trained = Stage(cfg)
+    train = StageDataset(shards, cfg, 4.0, "train")
+
+    def batch(g):
+        picks = torch.randint(0, len(train), (16,), generator=g).tolist()
+        b = collate([train[(i, int(torch.randint(1 << 30, (1,), generator=g)))] for i in picks])
+        target = b.pop("target")
+        b.pop("target_valid")
+        return Conditioning(**b), target
+
+    fit(trained, batch, steps=200, lr=3e-3)
+    before, after = event_probe(untrained, shards, events), event_probe(trained, shards, events)
+    print(before, after)
+    # 4 held-out clips of 8 s tiled into 4 s windows with 2 s overlap: every 40 target tokens scored once
+    assert after["items"] == 4 and after["tokens_near"] + after["tokens_elsewhere"] == 4 * 40
+    assert after["tokens_near"] == 4 * 6  # at 5 tokens/s only the event's own token lies within 0.12 s
+    # trained: the events are predicted from the frames, and reversing the frames moves them
+    assert after["loss_near_true"] < 0.3 and after["loss_near_reversed"] > after["loss_near_true"] + 1.0
+    # the baseline: an untrained stage does no better near the events with the true frames than reversed
+    assert abs(before["loss_near_true"] - before["loss_near_reversed"]) < 0.2
+    assert before["loss_near_true"] > 0.4
+    # events named by a path the data does not hold are skipped
+    assert event_probe(trained, shards, {"elsewhere/0001.mp4": [1.0]})["items"] == 0

@@ -85,6 +85,24 @@ def test_crops_align_like_generation(data_dir):
     assert all(torch.equal(crop[k], again[k]) for k in crop)  # deterministic
 
 
+def test_windows_tile_an_item_as_generation_does(data_dir):
+    """6 s of coarse codes in 2.5 s windows with 1 s overlap: starts 0, 1.5, 3, then the last moved back to 3.5 s;
+    each window is the crop of its span, and the tokens no earlier window holds make up the item exactly once."""
+    cfg = config("coarse", window=2.5, overlap=1.0)
+    shards = TokenShards(data_dir, META)
+    ds = StageDataset(shards, cfg, crop_seconds=2.5)
+    full = shards.load(ds.entries[2])
+    windows = ds.windows(2)
+    assert [(w["first"], w["new"]) for w in windows] == [(0, 0), (75, 50), (150, 50), (175, 100)]
+    assert all(w["target"].shape == (2, 125) for w in windows)
+    assert torch.equal(torch.cat([w["target"][:, w["new"]:] for w in windows], 1), full["codes"][:2])
+    for w in windows:
+        t0 = w["first"] / 50
+        assert torch.equal(w["source"], token_window(full["semantic"][None], 25.0, t0, t0 + 2.5))
+        assert torch.equal(w["visual"], visual_window(full["visual"], full["times"], t0, t0 + 2.5)[0])
+    assert [(w["first"], w["new"]) for w in ds.windows(1)] == [(0, 0)]  # a 2.5 s item is one window
+
+
 def test_short_item_is_padded_in_batch(data_dir):
     cfg = config("semantic", window=4.0, overlap=1.0)
     ds = StageDataset(TokenShards(data_dir, META), cfg, crop_seconds=4.0)

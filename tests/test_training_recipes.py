@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from media import make_audio, make_video
 from scripts import load_script
 from tokmusic.errors import ConfigError, DataError, TokmusicError
+from tokmusic.stage_files import load_stage
 from tokmusic.testing import tiny_pipeline
 from tokmusic.training.shards import TokenShards
 
@@ -35,10 +36,12 @@ def recipe(name):
     return load_script(f"recipes/{name}.py").main
 
 
-def card(tmp, kind, **train):
+def card(tmp, kind, lst=None, **train):
     data = json.loads((ROOT / "stages" / f"{kind}-tiny.json").read_text())
     data["train"] = {**TRAIN, **train}
-    path = tmp / f"{kind}-test.json"
+    if lst:
+        data["model"]["lst"] = {**data["model"]["lst"], **lst}
+    path = tmp / f"{kind}-test{'-lst' if lst else ''}.json"
     path.write_text(json.dumps(data))
     return path
 
@@ -117,9 +120,10 @@ def assert_same_run(a, b, last=20):
 
 
 def test_stopped_run_resumes_exactly(corpus, capsys):
+    # with visual normalisation: the statistics measured at the start are restored from the checkpoint
     tmp, _ = corpus
     args = ["--data", str(tmp / "data"), "--pipeline", str(tmp / "pipeline"), "--config",
-            str(card(tmp, "semantic", max_steps=8, save_every=4, log_every=2))]
+            str(card(tmp, "semantic", lst={"normalize": True}, max_steps=8, save_every=4, log_every=2))]
     recipe("stage1")([*args, "--out", str(tmp / "one-whole")])
     recipe("stage1")([*args, "--out", str(tmp / "one-split"), "--stop-after", "6"])
     assert sorted(p.name for p in (tmp / "one-split" / "checkpoints").iterdir()) == ["step-00000004"]
@@ -135,6 +139,13 @@ def test_stopped_run_resumes_exactly(corpus, capsys):
     assert_same_run(tmp / "one-whole", tmp / "one-split", last=8)
     steps = [json.loads(line)["step"] for line in (tmp / "one-split" / "log.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6, 8]  # steps 5-6 were replayed after the checkpoint at 4: logged once
+    stage = load_stage(tmp / "one-split" / "stage", "semantic")
+    mean, std = TokenShards(tmp / "data").visual_statistics()
+    frames = torch.cat([TokenShards(tmp / "data").load(e)["visual"] for e in TokenShards(tmp / "data").entries()])
+    torch.testing.assert_close(mean, frames.mean(0), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(std, frames.std(0, unbiased=False), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(stage.lst.feature_mean, mean)
+    torch.testing.assert_close(stage.lst.feature_std, std.clamp_min(1e-2))
 
 
 @pytest.mark.slow

@@ -9,6 +9,11 @@ Both branches run on one clock, the frames' times in the whole video. Every fram
 features (sinusoids of its second in the video and of its fraction of the video's length, through one linear
 map shared by both branches), and cross-attention between the branches is rotary on those times, so a window
 sees the whole video *from where it stands*: the opening lies behind it, the climax ahead.
+
+With ``normalize`` each visual channel is first standardised by its mean and standard deviation over the
+training data (``set_feature_statistics``; buffers saved with the weights). Encoders joined side by side differ
+in scale: EfficientNet's channels vary about eight times more than the motion channels, and there are 40 times
+as many, so without it a motion cue (the camera's speed, a cut) starts as a sliver of each projection.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class LSTConfig:
     fusion_layers: int = 1
     long_frames: int = 32
     dropout: float = 0.0
+    normalize: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +82,9 @@ class LSTFusion(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.rate = rate
+        if cfg.normalize:  # identity until set_feature_statistics
+            self.register_buffer("feature_mean", torch.zeros(visual_dim))
+            self.register_buffer("feature_std", torch.ones(visual_dim))
         self.short_in = nn.Linear(visual_dim, cfg.width)
         block = dict(d_model=cfg.width, n_heads=cfg.n_heads, d_ff=4 * cfg.width, dropout=cfg.dropout)
         self.short = Transformer(TransformerConfig(n_layers=cfg.short_layers, **block))
@@ -85,6 +94,20 @@ class LSTFusion(nn.Module):
             self.long = Transformer(TransformerConfig(n_layers=cfg.long_layers, **block))
             self.fusion = Transformer(TransformerConfig(n_layers=cfg.fusion_layers, **block), cross=True)
         self.out = nn.Linear(cfg.width, d_model)
+
+    @torch.no_grad()
+    def set_feature_statistics(self, mean: torch.Tensor, std: torch.Tensor, floor: float = 1e-2) -> None:
+        """Standardise inputs by ``mean, std [Dv]`` (channel statistics of the training features); a channel
+        that hardly varies is divided by ``floor`` instead, so a constant one cannot blow up later."""
+        if not self.cfg.normalize:
+            raise ValueError("this LST fusion was built without normalize=True")
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std.clamp_min(floor))
+
+    def _standardise(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.normalize:
+            return x
+        return (x - self.feature_mean.to(x.dtype)) / self.feature_std.to(x.dtype)
 
     def _clock(self, times: torch.Tensor, duration: torch.Tensor) -> torch.Tensor:
         # computed from float32 times, then cast: in bf16 the fine periods would be lost
@@ -101,7 +124,7 @@ class LSTFusion(nn.Module):
     ) -> torch.Tensor:
         # short: [B, Ts, Dv] at short_times [B, Ts]; long: [B, Tl, Dv] at long_times [B, Tl] (seconds in the video)
         short_pos = short_times.float() * self.rate
-        s = self.short_in(short)
+        s = self.short_in(self._standardise(short))
         if not self.cfg.enabled:
             return self.out(self.short(s, short_pos, valid=short_valid))
         if long is None or long_times is None or long_valid is None:
@@ -110,6 +133,6 @@ class LSTFusion(nn.Module):
         duration = torch.where(long_valid, long_times.float(), 0.0).amax(-1)
         s = self.short(s + self._clock(short_times, duration), short_pos, valid=short_valid)
         long_pos = long_times.float() * self.rate
-        l_ = self.long(self.long_in(long) + self._clock(long_times, duration), long_pos, valid=long_valid)
+        l_ = self.long(self.long_in(self._standardise(long)) + self._clock(long_times, duration), long_pos, valid=long_valid)
         s = self.fusion(s, short_pos, valid=short_valid, memory=Memory(l_, long_valid, long_pos))
         return self.out(s)

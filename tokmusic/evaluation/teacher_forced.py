@@ -27,8 +27,9 @@ def held_out(stage, shards, items: int) -> list[tuple[Conditioning, torch.Tensor
 
 
 @torch.inference_mode()
-def teacher_forced(stage, cond: Conditioning, target: torch.Tensor, valid: torch.Tensor):
-    """(logits ``[N, V]``, labels ``[N]``) at the positions ``Stage.loss`` scores."""
+def teacher_forced(stage, cond: Conditioning, target: torch.Tensor, valid: torch.Tensor, with_times: bool = False):
+    """(logits ``[N, V]``, labels ``[N]``) at the positions ``Stage.loss`` scores; ``with_times`` adds each
+    label's timestep ``[N]`` (batch 1)."""
     v = stage.cfg.target_vocab
     target = target.masked_fill(~valid[:, None, :], v)
     logits = stage(cond, target)
@@ -36,7 +37,8 @@ def teacher_forced(stage, cond: Conditioning, target: torch.Tensor, valid: torch
     b = target.shape[0]
     mask = (layout >= 0).expand(b, -1, -1) & valid.gather(1, layout.clamp(min=0).flatten().expand(b, -1)).view(
         b, *layout.shape)
-    return logits[mask].float(), stage.pattern.build(target)[mask]
+    out = logits[mask].float(), stage.pattern.build(target)[mask]
+    return (*out, layout[mask[0]]) if with_times else out
 
 
 def loss(stage, cond: Conditioning, target: torch.Tensor, valid: torch.Tensor) -> float:
@@ -79,3 +81,45 @@ def video_probe(stage, crops) -> dict:
     return {"crops": n, "loss_true_video": float(true.mean()), "loss_other_video": float(other.mean()),
             "loss_frames_reversed": float(backwards.mean()), "other_video_worse": float((other > true).float().mean()),
             "frames_reversed_worse": float((backwards > true).float().mean())}
+
+
+def event_probe(stage, shards, events: dict[str, list[float]], radius: float = 0.12) -> dict:
+    """Does ``stage`` line its output up with events in its video (cuts)? Teacher-forced loss on the target tokens
+    within ``radius`` seconds of an event and on the rest, with the true video and with each window's frames
+    reversed (which moves the events), over the held-out items that ``events`` names (video path, or its last
+    components such as ``clips/0001.mp4`` as a manifest gives them -> event times in seconds), each tiled into
+    windows as generation tiles it; every token is scored once."""
+    from pathlib import Path
+
+    from ..training.dataset import StageDataset, collate
+
+    dataset = StageDataset(shards, stage.cfg, stage.cfg.window, "valid")
+    sums = {key: [0.0, 0] for key in ("near_true", "near_reversed", "elsewhere_true", "elsewhere_reversed")}
+    items = 0
+    wanted = {Path(key).parts: times for key, times in events.items()}
+    for index, entry in enumerate(dataset.entries):
+        parts = Path(entry["video"]).parts
+        times = next((t for key, t in wanted.items() if parts[-len(key):] == key), None)
+        if times is None:
+            continue
+        items += 1
+        marks = torch.tensor(times, dtype=torch.float32)
+        for crop in dataset.windows(index):
+            first, new = crop.pop("first"), crop.pop("new")
+            batch = collate([crop])
+            target, valid = batch.pop("target"), batch.pop("target_valid")
+            cond = Conditioning(**batch)
+            for name, c in (("true", cond), ("reversed", frames_reversed(cond))):
+                logits, labels, steps = teacher_forced(stage, c, target, valid, with_times=True)
+                nll = F.cross_entropy(logits, labels, reduction="none")
+                seconds = (first + steps.float()) / stage.cfg.target_rate
+                near = ((seconds[:, None] - marks[None]).abs() <= radius).any(1) if len(marks) else \
+                    torch.zeros_like(seconds, dtype=torch.bool)
+                scored = steps >= new
+                for where, m in (("near", near & scored), ("elsewhere", ~near & scored)):
+                    sums[f"{where}_{name}"][0] += float(nll[m].sum())
+                    sums[f"{where}_{name}"][1] += int(m.sum())
+    out = {"items": items, "radius_s": radius, "tokens_near": sums["near_true"][1],
+           "tokens_elsewhere": sums["elsewhere_true"][1]}
+    out.update({f"loss_{key}": total / max(count, 1) for key, (total, count) in sums.items()})
+    return out

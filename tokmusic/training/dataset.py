@@ -19,7 +19,7 @@ import torch
 from ..conditioning import Track, collate_inputs, pad_stack, window_inputs
 from ..errors import DataError
 from ..stage import StageConfig
-from ..windows import token_count
+from ..windows import stage_windows, token_count
 from .shards import TokenShards, span_control
 
 
@@ -54,20 +54,32 @@ class StageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, ref: tuple[int, int]) -> dict:
         index, sample = ref
-        entry = self.entries[index]
-        data = self.shards.load(entry)
+        data = self.shards.load(self.entries[index])
+        # the crop: a span of the target grid, from (seed, sample) alone
+        total = self._total(index, data)
+        length = token_count(self.crop_seconds, self.cfg.target_rate)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + sample)
+        first = int(torch.randint(0, max(0, total - length) + 1, (1,), generator=g))
+        return self._crop(index, data, first, min(first + length, total))
+
+    def windows(self, index: int) -> list[dict]:
+        """Item ``index`` tiled into the windows generation would decode it in (``windows.stage_windows``: the
+        stage's window and overlap, the last window moved back to full length). Each crop also says ``first`` (its
+        first target token in the item) and ``new`` (how many of its tokens an earlier window already holds)."""
+        data = self.shards.load(self.entries[index])
+        return [{**self._crop(index, data, w.start, w.end), "first": w.start, "new": w.prompt}
+                for w in stage_windows(self.cfg, self._total(index, data))]
+
+    def _total(self, index: int, data: dict) -> int:
+        target = self._streams(data)[0]
+        return min(token_count(float(self.entries[index]["duration"]), self.cfg.target_rate), target.shape[-1])
+
+    def _crop(self, index: int, data: dict, first: int, last: int) -> dict:
         cfg = self.cfg
         rate = cfg.target_rate
         target_all, source_all = self._streams(data)
-
-        # the crop: a span of the target grid, from (seed, sample) alone
-        total = min(token_count(float(entry["duration"]), rate), target_all.shape[-1])
-        length = token_count(self.crop_seconds, rate)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + sample)
-        first = int(torch.randint(0, max(0, total - length) + 1, (1,), generator=g))
-        last = min(first + length, total)
         track = Track(features=data.get("visual"), times=data.get("times"), source=source_all,
-                      source_rate=cfg.source_rate, control_of=self._control_of(entry, data))
+                      source_rate=cfg.source_rate, control_of=self._control_of(self.entries[index], data))
         return {"target": target_all[:, first:last], **window_inputs(cfg, track, first / rate, last / rate)}
 
     def _control_of(self, entry: dict, data: dict):

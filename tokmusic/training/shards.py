@@ -205,6 +205,28 @@ class TokenShards:
                 out[name] = value.long() if name in ("codes", "semantic") else value.float()
         return out
 
+    def visual_statistics(self, split: str = "train", max_items: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and standard deviation ``[Dv]`` of the visual features of up to ``max_items`` items
+        of ``split`` spread evenly over it (every frame of each), accumulated in float64."""
+        entries = self.entries(split)
+        if not entries:
+            raise DataError(f"{self.data_dir}: no {split!r} items to measure visual features on")
+        if len(entries) > max_items:
+            entries = [entries[round(i * (len(entries) - 1) / (max_items - 1))] for i in range(max_items)]
+        total = square = None
+        frames = 0
+        for entry in entries:
+            visual = self.load(entry).get("visual")
+            if visual is None:
+                raise DataError(f"{self.data_dir}: item {entry['key']} has no visual features")
+            x = visual.double()
+            total = x.sum(0) if total is None else total + x.sum(0)
+            square = (x * x).sum(0) if square is None else square + (x * x).sum(0)
+            frames += x.shape[0]
+        mean = total / frames
+        var = (square / frames - mean * mean).clamp_min(0)
+        return mean.float(), var.sqrt().float()
+
     def __getstate__(self):  # DataLoader workers open their own handles
         return {**self.__dict__, "_handles": {}}
 

@@ -154,6 +154,8 @@ def train(kind: str, argv: list[str] | None, default_card: Path) -> int:
 
         report = init_from_musicgen(stage, tc.init_from)
         accelerator.print(f"{kind}: initialised {report} from {tc.init_from}")
+    if run.stage_cfg.visual_dim and run.stage_cfg.lst.normalize:  # a resumed run loads them with its checkpoint
+        stage.lst.set_feature_statistics(*shards.visual_statistics("train"))
     stage.train()
     ema = EMA(stage, tc.ema_decay) if tc.ema_decay > 0 else None
     model = accelerator.prepare(StageLoss(stage))
