@@ -1,11 +1,11 @@
 """What int8 decoder weights (``tokmusic.quantize``) change: held-out loss, token agreement and decode time.
 
-    python benchmarks/int8_agreement.py [--pipeline tokmusic/pretrained/demo] [--data /work/demo/data]
+    python benchmarks/int8_agreement.py [--pipeline tokmusic/pretrained/demo] [--data build/demo/data]
         [--items 16] [--greedy-items 8] [--repeats 3] [--random-stage 512:8] [--json]
 
 For each stage of the pipeline (default: the bundled demo bundle), its fp32 weights and a copy quantized by
 ``quantize_stage``, on the held-out ("valid") items of a data dir made for that pipeline (recipes/preprocess.py;
-the demo bundle's is /work/demo/data), one crop per item as long as the stage's generation window (the crop the
+the demo bundle's is build/demo/data), one crop per item as long as the stage's generation window (the crop the
 trainer's validation loss takes):
 
 * ``loss``: teacher-forced cross-entropy per target token (nats), fp32 vs int8;
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from tokmusic.evaluation.teacher_forced import held_out, teacher_forced
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path("/work/demo/data")
+DEFAULT_DATA = Path("build/demo/data")
 
 
 def greedy(stage, cond, timesteps: int):

@@ -1,7 +1,7 @@
 """Does the music follow the video? The demo world's known-answer benchmark, side by side with baselines.
 
     python recipes/demo_corpus.py --out /tmp/demo-corpus          # or the corpus recipes/build_demo.py made
-    python benchmarks/known_answer.py --corpus /tmp/demo-corpus [--pipeline DIR] [--clips 16] [--json]
+    python benchmarks/known_answer.py --corpus /tmp/demo-corpus [--pipeline DIR] [--against DIR] [--clips 16] [--json]
 
 On the corpus's held-out clips (held-out chorales shown with held-out photographs; see recipes/demo_corpus.py
 for the correspondences) it compares, in one run:
@@ -11,6 +11,8 @@ for the correspondences) it compares, in one run:
 * ``shuffled`` the same generated music judged against another clip's answers (a derangement): what a
   pipeline that ignores the video would score;
 * ``random``   ``tokmusic.testing.tiny_pipeline()`` (random weights) generating for the clip's video;
+* ``against``  with ``--against DIR``, another pipeline (say the bundle a new build would replace) generating for
+  the clip's video with the same seeds, so two pipelines are compared in one run;
 * ``codec``    the truth encoded and decoded by the pipeline's codec: the ceiling of any music made of its tokens;
 * ``given_semantic`` the pipeline's coarse and fine stages run on the truth's semantic tokens: what the
   acoustic stages and the codec keep of a perfect semantic stage (left out for a pipeline without a semantic
@@ -173,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus", required=True, help="a corpus written by recipes/demo_corpus.py")
     p.add_argument("--pipeline", help="pipeline directory (default: tokmusic's bundled default)")
+    p.add_argument("--against", help="another pipeline directory, measured in the same run (row 'against')")
     p.add_argument("--clips", type=int, default=16, help="held-out clips to use (at most all of them)")
     p.add_argument("--seconds", type=float, help="only the first SECONDS of each clip (default: all)")
     p.add_argument("--prompt-clips", type=int, default=8, help="clips for the text-control test (d)")
@@ -200,15 +203,18 @@ def main(argv: list[str] | None = None) -> int:
     pipe = (tokmusic.Pipeline.from_pretrained(args.pipeline) if args.pipeline
             else tokmusic.default.default_pipeline())
     random_pipe = tiny_pipeline(seed=0)
+    systems = {"pipeline": pipe, "random": random_pipe}
+    if args.against:
+        systems["against"] = tokmusic.Pipeline.from_pretrained(args.against)
     sr = pipe.sample_rate
     judge = Judge(pipe.control, sr)
     spectral = SpectralEmbedder()
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
-    answers, waves = [], {"truth": [], "pipeline": [], "random": [], "codec": []}
+    answers, waves = [], {"truth": [], "codec": [], **{label: [] for label in systems}}
     if pipe.semantic_tokenizer is not None:
         waves["given_semantic"] = []
-    codec = {label: {"mel_distance": [], "si_snr": [], "chroma_agreement": []} for label in ("pipeline", "random")}
+    codec = {label: {"mel_distance": [], "si_snr": [], "chroma_agreement": []} for label in systems}
     started = time.perf_counter()
     generated_seconds = 0.0
     for i, name in enumerate(names):
@@ -220,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         answer["duration"] = truth.shape[-1] / sr
         answers.append(answer)
         waves["truth"].append(truth)
-        for label, system in (("pipeline", pipe), ("random", random_pipe)):
+        for label, system in systems.items():
             with torch.inference_mode():
                 rebuilt = system.codec.decode(system.codec.encode(load_audio(video, system.sample_rate, 1)
                                                                   [:, : truth.shape[-1] * system.sample_rate // sr]))
@@ -236,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                     waves["given_semantic"].append(given_semantic(system, video, truth, args.seed + i))
             music = system.generate(video, seed=args.seed + i, seconds=answer["duration"], progress=False)
             waves[label].append(load_rate(music.waveform, system.sample_rate, sr))
-            generated_seconds += answer["duration"] if label == "pipeline" else 0.0
+            generated_seconds += answer["duration"] if label != "random" else 0.0
         log(f"  clip {i + 1}/{len(names)} {name}: done ({time.perf_counter() - started:.0f} s)")
     gen_wall = time.perf_counter() - started
 
@@ -254,9 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         "shuffled": [judge.measure(waves["pipeline"][j], a) for j, a in zip(shuffle, answers)],
     }
     rows.update({label: [judge.measure(w, a) for w, a in zip(waves[label], answers)]
-                 for label in ("random", "codec", "given_semantic") if label in waves})
+                 for label in ("random", "against", "codec", "given_semantic") if label in waves})
     result: dict = {"clips": len(names), "corpus": str(corpus), "seed": args.seed,
-                    "pipeline": args.pipeline or "default", "systems": {}}
+                    "pipeline": args.pipeline or "default", "against": args.against, "systems": {}}
     truth_emb = [judge.audio_embeddings(w) for w in waves["truth"]]
     truth_spec = [spectral.embed_windows(w, sr) for w in waves["truth"]]
     for label, system_rows in rows.items():
@@ -271,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     # (d) text control on the same videos
     k = min(args.prompt_clips, len(names))
     text: dict = {}
-    for label, system in (("pipeline", pipe), ("random", random_pipe)):
+    for label, system in systems.items():
         faster = more_piano = 0
         for i, name in enumerate(names[:k]):
             video, secs = corpus / name, min(args.prompt_seconds, answers[i]["duration"])
@@ -354,12 +360,18 @@ def write_outputs(out: Path, names: list[str], waves: dict, sr: int) -> None:
     plt.close(fig)
 
 
+def codec_lines(result: dict) -> list[str]:
+    return [f"codec ({label}): mel distance {c['mel_distance']:.3f}, SI-SNR {c['si_snr']:.2f} dB, chroma agreement "
+            f"{c['chroma_agreement']:.3f} (1: the notes survive, 0: only the key)"
+            for label, c in result["codec"].items()]
+
+
 def print_table(result: dict) -> None:
     systems = result["systems"]
     keys = ["tempo_spearman", "tempo_within_8pct", "tempo_within_8pct_piano", "tempo_within_8pct_organ", "phrase_f1",
             "bcs", "bhs", "cut_beat_hit_rate", "instrument_accuracy", "fd_control", "fd_spectral"]
     print(f"known-answer benchmark: {result['clips']} held-out clips of {result['corpus']}, "
-          f"pipeline {result['pipeline']}")
+          f"pipeline {result['pipeline']}" + (f", against {result['against']}" if result["against"] else ""))
     widths = {s: max(12, len(s) + 2) for s in systems}
     print(f"{'':22s}" + "".join(f"{s:>{widths[s]}s}" for s in systems))
     for key in keys:
@@ -370,7 +382,8 @@ def print_table(result: dict) -> None:
         print(f"text control ({label}, {t['clips']} clips): fast prompt faster {t['fast_faster_than_slow']:.0%}, "
               f"piano prompt more piano {t['piano_prompt_more_piano']:.0%}")
     g = result["generation"]
-    print(f"generation: {g['seconds_of_music']} s of music in {g['wall_seconds']} s (pipeline and random)")
+    print(f"generation: {g['seconds_of_music']} s of music (pipeline{' and against' if result['against'] else ''}) "
+          f"in {g['wall_seconds']} s, the random pipeline's included")
     if not math.isnan(systems["shuffled"]["tempo_spearman"]):
         print(f"tempo Spearman pipeline / shuffled: {systems['pipeline']['tempo_spearman']:.3f} / "
               f"{systems['shuffled']['tempo_spearman']:.3f}")

@@ -1,14 +1,15 @@
 """Does each stage of a pipeline use its video, and the order of its frames? Teacher-forced held-out loss.
 
-    python benchmarks/video_probe.py [--pipeline tokmusic/pretrained/demo] [--data /work/demo/data] [--items 16]
-        [--cuts /work/demo/corpus/truth.json] [--json]
+    python benchmarks/video_probe.py [--pipeline tokmusic/pretrained/demo] [--data build/demo/data] [--items 16]
+        [--cuts build/demo/corpus/truth.json] [--json]
 
 For every stage that reads video, on the first ``--items`` held-out crops of a data dir made for the pipeline
-(``recipes/preprocess.py``; the demo bundle's is ``/work/demo/data``): the mean loss with the true video, with
-another held-out clip's video, and with the window's frames played backwards, and the share of crops each change
-made worse (``tokmusic.evaluation.teacher_forced.video_probe``). A stage that reads its video loses with another
-clip's; a stage that lines its music up with the video in time loses with the frames reversed too. This asks the
-stage directly, before sampling and the codec blur the answer.
+(``recipes/preprocess.py``; ``recipes/build_demo.py --out build/demo`` writes the demo bundle's to
+``build/demo/data``): the mean loss with the true video, with another held-out clip's video, and with the
+window's frames played backwards, and the share of crops each change made worse
+(``tokmusic.evaluation.teacher_forced.video_probe``). A stage that reads its video loses with another clip's; a
+stage that lines its music up with the video in time loses with the frames reversed too. This asks the stage
+directly, before sampling and the codec blur the answer.
 
 With ``--cuts`` (a demo corpus's ``truth.json``, or any JSON object of video path -> cut times in seconds),
 every held-out clip it names is also tiled into windows as generation tiles it, and the loss on the tokens within
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", default=str(ROOT / "tokmusic" / "pretrained" / "demo"))
-    parser.add_argument("--data", default="/work/demo/data", help="a preprocessed data dir with a valid split")
+    parser.add_argument("--data", default="build/demo/data", help="a preprocessed data dir with a valid split")
     parser.add_argument("--items", type=int, default=16, help="held-out crops per stage")
     parser.add_argument("--cuts", help="truth.json of a demo corpus, or {video path: [cut seconds]}")
     parser.add_argument("--radius", type=float, default=0.12, help="seconds either side of a cut (default 0.12)")

@@ -64,6 +64,11 @@ def test_codec_only_run_on_a_small_corpus(bench, small_world, capsys):
     for row in result["codec"].values():
         assert row["mel_distance"] > 0 and row["si_snr"] < 60
         assert -1 <= row["chroma_agreement"] <= 1
+    # as a table, with a second pipeline measured beside it
+    assert bench.main(["--corpus", str(corpus), "--pipeline", str(pipe), "--against", str(pipe), "--only", "codec"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["codec (pipeline)", "codec (random)", "codec (against)"]
+    assert lines[0].replace("pipeline", "against") == lines[2]  # the same codec measures the same
 
 
 def test_full_run_scores_every_system_and_the_truth_scores_best(bench, small_world, capsys):
@@ -73,11 +78,17 @@ def test_full_run_scores_every_system_and_the_truth_scores_best(bench, small_wor
 
     corpus, pipe = small_world
     capsys.readouterr()
-    assert bench.main(["--corpus", str(corpus), "--pipeline", str(pipe), "--seconds", "6", "--prompt-clips", "1",
-                       "--prompt-seconds", "2", "--json"]) == 0
+    assert bench.main(["--corpus", str(corpus), "--pipeline", str(pipe), "--against", str(pipe), "--seconds", "6",
+                       "--prompt-clips", "1", "--prompt-seconds", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     systems = result["systems"]
-    assert set(systems) == {"truth", "pipeline", "shuffled", "random", "codec", "given_semantic"}
+    assert set(systems) == {"truth", "pipeline", "shuffled", "random", "against", "codec", "given_semantic"}
+    # the same pipeline given as --against, with the same seeds, makes the same music
+    assert json.dumps(systems["against"], sort_keys=True) == json.dumps(systems["pipeline"], sort_keys=True)  # NaN too
+    assert result["text_control"]["against"] == result["text_control"]["pipeline"]
+    bench.print_table(result)
+    table = capsys.readouterr().out
+    assert "against" in table.splitlines()[1] and "text control (against, 1 clips)" in table
     for row in systems.values():
         assert 0 <= row["phrase_f1"] <= 1 and 0 <= row["instrument_accuracy"] <= 1
     assert systems["truth"]["phrase_f1"] == 1.0

@@ -99,3 +99,36 @@ def test_sample_long_term_spreads_over_the_whole_video():
     assert torch.equal(picked.flatten(), index.float())
     picked, index = sample_long_term(feats[:3], 5)
     assert index.tolist() == [0, 1, 2]
+
+
+def test_short_channels_limit_what_the_short_term_branch_reads():
+    torch.manual_seed(0)
+    short, times, valid, long, long_times, long_valid = inputs(b=1)
+    alone = LSTFusion(12, 24, LSTConfig(**{**CFG, "enabled": False}, short_channels=[8, 12])).eval()
+    assert alone.short_in.in_features == 4
+    out = alone(short, times, valid)
+    other = short.clone()
+    other[..., :8] = torch.randn(other[..., :8].shape)
+    torch.testing.assert_close(alone(other, times, valid), out)  # channels 0-7 are not read
+    other[..., 8] += 1.0
+    assert not torch.allclose(alone(other, times, valid), out)
+    # with the long-term branch on, the other channels still reach the output through it
+    both = LSTFusion(12, 24, LSTConfig(**CFG, short_channels=[8, 12])).eval()
+    changed = long.clone()
+    changed[..., 0] += 1.0
+    assert not torch.allclose(both(short, times, valid, changed, long_times, long_valid),
+                              both(short, times, valid, long, long_times, long_valid))
+
+
+@pytest.mark.parametrize("channels", [[0, 13], [5, 5], [7, 2]])
+def test_short_channels_outside_the_features_are_a_config_error(channels):
+    from tokmusic.errors import ConfigError
+    from tokmusic.stage import StageConfig
+
+    with pytest.raises(ConfigError, match=r"lst.short_channels=.* visual_dim=12"):
+        StageConfig("semantic", target_vocab=8, target_codebooks=1, target_rate=25.0, visual_dim=12,
+                    lst=LSTConfig(**CFG, short_channels=channels))
+    for bad in ([1], [0.5, 3], "8:12"):
+        with pytest.raises(ConfigError, match="short_channels"):
+            StageConfig("semantic", target_vocab=8, target_codebooks=1, target_rate=25.0, visual_dim=12,
+                        lst={**CFG, "short_channels": bad})

@@ -14,6 +14,12 @@ With ``normalize`` each visual channel is first standardised by its mean and sta
 training data (``set_feature_statistics``; buffers saved with the weights). Encoders joined side by side differ
 in scale: EfficientNet's channels vary about eight times more than the motion channels, and there are 40 times
 as many, so without it a motion cue (the camera's speed, a cut) starts as a sliver of each projection.
+
+``short_channels`` ``[first, last)`` gives the short-term branch only some channels, e.g. the motion ones, while
+the long-term branch keeps them all: VidMuse's division of labour, local timing from the short term and the clip's
+look from the long term. It matters when appearance identifies a training clip: with every channel in the window,
+a stage can recall when each training clip's music changes (which photograph, which chorale) instead of learning
+to read the change in the frames, and learns nothing it can use on a new video.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from .transformer import Memory, Transformer, TransformerConfig
 
 @dataclass
 class LSTConfig:
-    """Widths of the fusion module; ``long_frames`` is K, the long-term frames sampled over the video."""
+    """Widths of the fusion module; ``long_frames`` is K, the long-term frames sampled over the video;
+    ``short_channels`` ``[first, last)`` limits the short-term branch to some visual channels (null: all)."""
 
     enabled: bool = True
     width: int = 256
@@ -39,6 +46,7 @@ class LSTConfig:
     long_frames: int = 32
     dropout: float = 0.0
     normalize: bool = False
+    short_channels: list[int] | None = None  # [first, last): the visual channels the short-term branch reads
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,7 +93,9 @@ class LSTFusion(nn.Module):
         if cfg.normalize:  # identity until set_feature_statistics
             self.register_buffer("feature_mean", torch.zeros(visual_dim))
             self.register_buffer("feature_std", torch.ones(visual_dim))
-        self.short_in = nn.Linear(visual_dim, cfg.width)
+        first, last = cfg.short_channels or (0, visual_dim)  # StageConfig.validate checks the range
+        self.short_slice = slice(first, last)
+        self.short_in = nn.Linear(last - first, cfg.width)
         block = dict(d_model=cfg.width, n_heads=cfg.n_heads, d_ff=4 * cfg.width, dropout=cfg.dropout)
         self.short = Transformer(TransformerConfig(n_layers=cfg.short_layers, **block))
         if cfg.enabled:
@@ -124,7 +134,7 @@ class LSTFusion(nn.Module):
     ) -> torch.Tensor:
         # short: [B, Ts, Dv] at short_times [B, Ts]; long: [B, Tl, Dv] at long_times [B, Tl] (seconds in the video)
         short_pos = short_times.float() * self.rate
-        s = self.short_in(self._standardise(short))
+        s = self.short_in(self._standardise(short)[..., self.short_slice])
         if not self.cfg.enabled:
             return self.out(self.short(s, short_pos, valid=short_valid))
         if long is None or long_times is None or long_valid is None:
