@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -163,4 +162,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tokmusic.training.cli import run
+
+    run(main)  # a wrong path or pipeline: one line naming it, exit 2

@@ -390,4 +390,6 @@ def print_table(result: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tokmusic.training.cli import run
+
+    run(main)  # a wrong path or pipeline: one line naming it, exit 2

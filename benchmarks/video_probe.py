@@ -83,4 +83,6 @@ def read_cuts(path: str) -> dict[str, list[float]]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from tokmusic.training.cli import run
+
+    run(main)  # a wrong path or pipeline: one line naming it, exit 2

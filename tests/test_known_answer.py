@@ -139,3 +139,28 @@ def test_read_cuts_takes_truth_json_or_a_plain_mapping_and_exits_on_anything_els
             probe.read_cuts(str(plain))
     with pytest.raises(SystemExit, match="cannot read cut times"):
         probe.read_cuts(str(tmp_path / "missing.json"))
+
+
+@pytest.mark.parametrize("script, args", [
+    ("benchmarks/video_probe.py", ["--data", "{missing}"]),
+    ("benchmarks/int8_agreement.py", ["--data", "{missing}"]),
+    ("benchmarks/known_answer.py", ["--corpus", "{corpus}", "--pipeline", "{missing}", "--only", "codec"]),
+])
+def test_a_wrong_path_is_one_line_naming_it(script, args, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from scripts import ROOT
+
+    corpus = tmp_path / "corpus"  # known_answer.py reads three held-out clips' answers before the pipeline
+    corpus.mkdir()
+    (corpus / "truth.json").write_text(json.dumps({"clips": {f"clips/{i:04d}.mp4": {"split": "valid"} for i in range(3)}}))
+    missing = tmp_path / "missing"
+    argv = [a.format(missing=missing, corpus=corpus) for a in args]
+    done = subprocess.run([sys.executable, str(ROOT / script), *argv], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("tokmusic: error:") and str(missing) in done.stderr
+    assert "Traceback" not in done.stderr
