@@ -153,3 +153,20 @@ def test_train_config_checks():
         TrainConfig.from_dict({"batch_size": 0})
     with pytest.raises(ConfigError, match="mixed_precision"):
         TrainConfig.from_dict({"mixed_precision": "fp8"})
+
+
+def test_visual_statistics_over_evenly_spread_items(data_dir):
+    shards = TokenShards(data_dir, META)
+    entries = shards.entries("train")
+
+    def direct(*picked):
+        frames = torch.cat([shards.load(entries[i])["visual"] for i in picked]).double()
+        return frames.mean(0).float(), frames.std(0, unbiased=False).float()
+
+    for max_items, picked in ((256, (0, 1, 2)), (2, (0, 2)), (1, (0,))):
+        mean, std = shards.visual_statistics("train", max_items=max_items)
+        want_mean, want_std = direct(*picked)
+        torch.testing.assert_close(mean, want_mean)
+        torch.testing.assert_close(std, want_std)
+    with pytest.raises(DataError, match="no 'valid' items"):
+        shards.visual_statistics("valid")

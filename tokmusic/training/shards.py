@@ -212,7 +212,7 @@ class TokenShards:
         if not entries:
             raise DataError(f"{self.data_dir}: no {split!r} items to measure visual features on")
         if len(entries) > max_items:
-            entries = [entries[round(i * (len(entries) - 1) / (max_items - 1))] for i in range(max_items)]
+            entries = [entries[round(i * (len(entries) - 1) / max(1, max_items - 1))] for i in range(max_items)]
         total = square = None
         frames = 0
         for entry in entries:
