@@ -114,10 +114,11 @@ class LSTFusion(nn.Module):
         self.feature_mean.copy_(mean)
         self.feature_std.copy_(std.clamp_min(floor))
 
-    def _standardise(self, x: torch.Tensor) -> torch.Tensor:
+    def _standardise(self, x: torch.Tensor, channels: slice = slice(None)) -> torch.Tensor:
+        """``x [..., channels]`` standardised by those channels' statistics (as is without ``normalize``)."""
         if not self.cfg.normalize:
             return x
-        return (x - self.feature_mean.to(x.dtype)) / self.feature_std.to(x.dtype)
+        return (x - self.feature_mean[channels].to(x.dtype)) / self.feature_std[channels].to(x.dtype)
 
     def _clock(self, times: torch.Tensor, duration: torch.Tensor) -> torch.Tensor:
         # computed from float32 times, then cast: in bf16 the fine periods would be lost
@@ -134,7 +135,7 @@ class LSTFusion(nn.Module):
     ) -> torch.Tensor:
         # short: [B, Ts, Dv] at short_times [B, Ts]; long: [B, Tl, Dv] at long_times [B, Tl] (seconds in the video)
         short_pos = short_times.float() * self.rate
-        s = self.short_in(self._standardise(short)[..., self.short_slice])
+        s = self.short_in(self._standardise(short[..., self.short_slice], self.short_slice))
         if not self.cfg.enabled:
             return self.out(self.short(s, short_pos, valid=short_valid))
         if long is None or long_times is None or long_valid is None:

@@ -4,6 +4,8 @@ played backwards)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -15,15 +17,19 @@ VIDEO_FIELDS = ("visual", "visual_times", "visual_valid", "long", "long_times", 
 def held_out(stage, shards, items: int) -> list[tuple[Conditioning, torch.Tensor, torch.Tensor]]:
     """The first ``items`` held-out ("valid") crops of one generation window each, as (Conditioning, target
     ``[1, K, T]``, target_valid ``[1, T]``): the crops the trainer's validation loss takes."""
-    from ..training.dataset import StageDataset, collate
+    from ..training.dataset import StageDataset
 
     dataset = StageDataset(shards, stage.cfg, stage.cfg.window, "valid")
-    out = []
-    for i in range(min(items, len(dataset))):
-        batch = collate([dataset[(i, 0)]])
-        target, valid = batch.pop("target"), batch.pop("target_valid")
-        out.append((Conditioning(**batch), target, valid))
-    return out
+    return [as_inputs(dataset[(i, 0)]) for i in range(min(items, len(dataset)))]
+
+
+def as_inputs(crop: dict) -> tuple[Conditioning, torch.Tensor, torch.Tensor]:
+    """One dataset crop as a batch of 1: (Conditioning, target ``[1, K, T]``, target_valid ``[1, T]``)."""
+    from ..training.dataset import collate
+
+    batch = collate([crop])
+    target, valid = batch.pop("target"), batch.pop("target_valid")
+    return Conditioning(**batch), target, valid
 
 
 @torch.inference_mode()
@@ -89,9 +95,7 @@ def event_probe(stage, shards, events: dict[str, list[float]], radius: float = 0
     reversed (which moves the events), over the held-out items that ``events`` names (video path, or its last
     components such as ``clips/0001.mp4`` as a manifest gives them -> event times in seconds), each tiled into
     windows as generation tiles it; every token is scored once."""
-    from pathlib import Path
-
-    from ..training.dataset import StageDataset, collate
+    from ..training.dataset import StageDataset
 
     dataset = StageDataset(shards, stage.cfg, stage.cfg.window, "valid")
     sums = {key: [0.0, 0] for key in ("near_true", "near_reversed", "elsewhere_true", "elsewhere_reversed")}
@@ -106,15 +110,12 @@ def event_probe(stage, shards, events: dict[str, list[float]], radius: float = 0
         marks = torch.tensor(times, dtype=torch.float32)
         for crop in dataset.windows(index):
             first, new = crop.pop("first"), crop.pop("new")
-            batch = collate([crop])
-            target, valid = batch.pop("target"), batch.pop("target_valid")
-            cond = Conditioning(**batch)
+            cond, target, valid = as_inputs(crop)
             for name, c in (("true", cond), ("reversed", frames_reversed(cond))):
                 logits, labels, steps = teacher_forced(stage, c, target, valid, with_times=True)
                 nll = F.cross_entropy(logits, labels, reduction="none")
                 seconds = (first + steps.float()) / stage.cfg.target_rate
-                near = ((seconds[:, None] - marks[None]).abs() <= radius).any(1) if len(marks) else \
-                    torch.zeros_like(seconds, dtype=torch.bool)
+                near = ((seconds[:, None] - marks[None]).abs() <= radius).any(1)  # no events: none near
                 scored = steps >= new
                 for where, m in (("near", near & scored), ("elsewhere", ~near & scored)):
                     sums[f"{where}_{name}"][0] += float(nll[m].sum())

@@ -213,16 +213,14 @@ class TokenShards:
             raise DataError(f"{self.data_dir}: no {split!r} items to measure visual features on")
         if len(entries) > max_items:
             entries = [entries[round(i * (len(entries) - 1) / max(1, max_items - 1))] for i in range(max_items)]
-        total = square = None
+        total = square = 0.0
         frames = 0
         for entry in entries:
             visual = self.load(entry).get("visual")
             if visual is None:
                 raise DataError(f"{self.data_dir}: item {entry['key']} has no visual features")
             x = visual.double()
-            total = x.sum(0) if total is None else total + x.sum(0)
-            square = (x * x).sum(0) if square is None else square + (x * x).sum(0)
-            frames += x.shape[0]
+            total, square, frames = total + x.sum(0), square + (x * x).sum(0), frames + x.shape[0]
         mean = total / frames
         var = (square / frames - mean * mean).clamp_min(0)
         return mean.float(), var.sqrt().float()
