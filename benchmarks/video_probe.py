@@ -1,4 +1,5 @@
-"""Does each stage of a pipeline use its video, and the order of its frames? Teacher-forced held-out loss.
+"""Does each stage of a pipeline use its video, the order of its frames, and its control? Teacher-forced held-out
+loss.
 
     python benchmarks/video_probe.py [--pipeline tokmusic/pretrained/demo] [--data build/demo/data] [--items 16]
         [--cuts build/demo/corpus/truth.json] [--json]
@@ -16,6 +17,11 @@ every held-out clip it names is also tiled into windows as generation tiles it, 
 ``--radius`` seconds of a cut is reported apart from the rest, with the true frames and reversed
 (``tokmusic.evaluation.teacher_forced.event_probe``). Only a stage that lines its music up with the cuts does
 better near them with the true frames.
+
+Every stage that reads a control is also asked whether it uses it
+(``tokmusic.evaluation.teacher_forced.control_probe``): the loss with each crop's own control (its music's audio
+embedding, as in training), another clip's, and none; when ``--cuts`` is a demo corpus's truth.json, which holds
+each clip's caption, also with the caption's text embedding (what a prompt saying the same gives the stage).
 """
 
 from __future__ import annotations
@@ -40,23 +46,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     cuts = read_cuts(args.cuts) if args.cuts else None
+    captions = read_captions(args.cuts) if args.cuts else {}
 
     import tokmusic
-    from tokmusic.evaluation.teacher_forced import event_probe, held_out, video_probe
+    from tokmusic.evaluation.teacher_forced import control_probe, event_probe, held_out, video_probe
     from tokmusic.training.shards import TokenShards, pipeline_meta
 
     pipe = tokmusic.Pipeline.from_pretrained(args.pipeline)
     shards = TokenShards(args.data, expected_meta=pipeline_meta(pipe))
-    rows = {name: video_probe(stage, held_out(stage, shards, args.items))
-            for name, stage in pipe.stages.items() if stage.cfg.visual_dim}
-    if cuts is not None:
-        for name, row in rows.items():
-            row["near_cuts"] = event_probe(pipe.stages[name], shards, cuts, args.radius)
+    rows = {}
+    for name, stage in pipe.stages.items():
+        if not (stage.cfg.visual_dim or stage.cfg.control_dim):
+            continue
+        crops = held_out(stage, shards, args.items)
+        rows[name] = video_probe(stage, crops) if stage.cfg.visual_dim else {"crops": len(crops)}
+        if stage.cfg.control_dim and pipe.control is not None:
+            texts = crop_captions(shards, len(crops), captions)
+            rows[name]["control"] = control_probe(stage, crops, pipe.control.embed_text(texts) if texts else None)
+        if cuts is not None and stage.cfg.visual_dim:
+            rows[name]["near_cuts"] = event_probe(stage, shards, cuts, args.radius)
     if args.json:
         print(json.dumps({"pipeline": args.pipeline, "stages": rows}))
         return 0
     print(f"{'stage':9s} {'crops':>5s} {'true video':>10s} {'other clip':>16s} {'frames reversed':>20s}")
     for name, r in rows.items():
+        if "loss_true_video" not in r:
+            continue
         print(f"{name:9s} {r['crops']:5d} {r['loss_true_video']:10.4f} {r['loss_other_video']:9.4f} "
               f"({r['other_video_worse']:4.0%} worse) {r['loss_frames_reversed']:9.4f} ({r['frames_reversed_worse']:4.0%} worse)")
     if cuts is not None:
@@ -66,11 +81,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:9s} {c['items']} clips, {c['tokens_near']} tokens near: {c['loss_near_true']:.4f} / "
                   f"{c['loss_near_reversed']:.4f}   elsewhere: {c['loss_elsewhere_true']:.4f} / "
                   f"{c['loss_elsewhere_reversed']:.4f}")
+    controlled = {name: r["control"] for name, r in rows.items() if "control" in r}
+    if controlled:
+        print("\ncontrol: own (the crop's music, as in training) / another clip's / none / the caption's text")
+        for name, c in controlled.items():
+            text = f"{c['loss_text_control']:.4f} ({c['text_control_worse']:4.0%} worse)" if "loss_text_control" in c else "-"
+            print(f"{name:9s} {c['crops']:5d} {c['loss_own_control']:.4f} / {c['loss_other_control']:.4f} "
+                  f"({c['other_control_worse']:4.0%} worse) / {c['loss_none_control']:.4f} "
+                  f"({c['none_control_worse']:4.0%} worse) / {text}")
     return 0
 
 
 def read_cuts(path: str) -> dict[str, list[float]]:
-    """Video path -> cut times, from a demo corpus's truth.json or a plain mapping; exits if unreadable."""
+    """Video path -> cut times, from a demo corpus's truth.json or a plain mapping; DataError if unreadable."""
+    from tokmusic.errors import DataError
+
     try:
         data = json.loads(Path(path).read_text())
         if isinstance(data, dict) and isinstance(data.get("clips"), dict):
@@ -79,7 +104,31 @@ def read_cuts(path: str) -> dict[str, list[float]]:
             raise ValueError("expected {video path: [seconds, ...]}")
         return {str(k): [float(x) for x in v] for k, v in data.items()}
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SystemExit(f"{path}: cannot read cut times ({exc}); pass a demo corpus's truth.json") from None
+        raise DataError(f"{path}: cannot read cut times ({exc}); pass a demo corpus's truth.json") from None
+
+
+def read_captions(path: str) -> dict[str, str]:
+    """Video path -> caption, from a demo corpus's truth.json ({} for a plain mapping of cut times)."""
+    data = json.loads(Path(path).read_text())
+    clips = data.get("clips") if isinstance(data, dict) else None
+    if not isinstance(clips, dict):
+        return {}
+    return {str(name): clip["caption"] for name, clip in clips.items()
+            if isinstance(clip, dict) and isinstance(clip.get("caption"), str) and clip["caption"].strip()}
+
+
+def crop_captions(shards, count: int, captions: dict[str, str]) -> list[str] | None:
+    """The captions of the first ``count`` held-out items (the clips ``held_out``'s crops come from), matched by
+    the last components of their video paths; None unless every one has a caption."""
+    wanted = {Path(name).parts: text for name, text in captions.items()}
+    out = []
+    for entry in shards.entries("valid")[:count]:
+        parts = Path(entry["video"]).parts
+        text = next((t for key, t in wanted.items() if parts[-len(key):] == key), None)
+        if text is None:
+            return None
+        out.append(text)
+    return out
 
 
 if __name__ == "__main__":

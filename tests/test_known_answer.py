@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from scripts import load_script
+from tokmusic.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +115,11 @@ def test_video_probe_reads_cuts_and_scores_every_held_out_token(small_world, tmp
         assert row["crops"] == 2 and near["items"] == 3 and near["radius_s"] == 0.5
         assert near["tokens_near"] > 0 and near["tokens_elsewhere"] > near["tokens_near"]
         assert all(near[f"loss_{k}"] > 0 for k in ("near_true", "near_reversed", "elsewhere_true", "elsewhere_reversed"))
+    # the stages that read a control are asked about it, with the captions truth.json holds
+    controlled = [row["control"] for row in stages.values() if "control" in row]
+    assert controlled
+    for c in controlled:
+        assert c["crops"] == 2 and all(c[f"loss_{k}_control"] > 0 for k in ("own", "other", "none", "text"))
     # every token of every held-out clip is scored once
     from tokmusic.training.shards import TokenShards
 
@@ -123,7 +129,7 @@ def test_video_probe_reads_cuts_and_scores_every_held_out_token(small_world, tmp
     assert tokens - 3 <= near["tokens_near"] + near["tokens_elsewhere"] <= tokens  # the last token may be past the video
 
 
-def test_read_cuts_takes_truth_json_or_a_plain_mapping_and_exits_on_anything_else(tmp_path):
+def test_read_cuts_takes_truth_json_or_a_plain_mapping_and_refuses_anything_else(tmp_path):
     import json
 
     probe = load_script("benchmarks/video_probe.py")
@@ -135,9 +141,9 @@ def test_read_cuts_takes_truth_json_or_a_plain_mapping_and_exits_on_anything_els
     assert probe.read_cuts(str(plain)) == {"/v/a.mp4": [0.5]}
     for bad in ("[1, 2]", '{"a.mp4": 3}', "not json"):
         plain.write_text(bad)
-        with pytest.raises(SystemExit, match="cannot read cut times"):
+        with pytest.raises(DataError, match="cannot read cut times"):
             probe.read_cuts(str(plain))
-    with pytest.raises(SystemExit, match="cannot read cut times"):
+    with pytest.raises(DataError, match="cannot read cut times"):
         probe.read_cuts(str(tmp_path / "missing.json"))
 
 

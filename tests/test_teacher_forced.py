@@ -131,3 +131,37 @@ def test_event_probe_tells_a_stage_that_follows_the_events_from_one_that_does_no
     assert before["loss_near_true"] > 0.4
     # events named by a path the data does not hold are skipped
     assert event_probe(trained, shards, {"elsewhere/0001.mp4": [1.0]})["items"] == 0
+
+
+def test_control_probe_tells_a_stage_that_follows_its_control_from_one_that_does_not():
+    """Trained on "token = the control's class" (70 % of tokens), a stage is sure with its own control, wrong with
+    another clip's and unsure with none; a text embedding equal to the control does as well as it, one of another
+    class as badly as another clip's. An untrained stage's loss barely moves."""
+    from tokmusic.evaluation.teacher_forced import control_probe
+
+    from test_learning import control_task
+
+    torch.manual_seed(0)
+    controls = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    cfg = StageConfig("semantic", target_vocab=8, target_codebooks=1, target_rate=25.0, control_dim=8,
+                      control_dropout=0.3, window=1.0, overlap=0.5, **TINY)
+    untrained = Stage(cfg).eval()
+    trained = Stage(cfg)
+    fit(trained, control_task(controls), steps=150)
+    trained.eval()
+    classes = [0, 1, 2, 3, 0, 1]  # the crop half a list away (i + 3) is always of another class
+    held = [(condition(control=controls[c : c + 1], control_valid=torch.ones(1, dtype=torch.bool)),
+             torch.tensor([[[c]]]), torch.ones(1, 1, dtype=torch.bool)) for c in classes]
+    right = controls[classes]
+    wrong = controls[[(c + 1) % 4 for c in classes]]
+    after, before = control_probe(trained, held, right), control_probe(untrained, held, wrong)
+    print(before, after)
+    assert after["crops"] == 6 and after["loss_own_control"] < 0.6  # chance ln 8 = 2.08
+    assert after["loss_other_control"] > after["loss_own_control"] + 1.5 and after["other_control_worse"] == 1.0
+    assert after["loss_none_control"] > after["loss_own_control"] + 0.5 and after["none_control_worse"] == 1.0
+    assert abs(after["loss_text_control"] - after["loss_own_control"]) < 1e-5 and after["text_control_worse"] == 0.0
+    assert control_probe(trained, held, wrong)["loss_text_control"] > after["loss_own_control"] + 1.5
+    # the baseline: an untrained stage's loss barely moves with its control
+    for key in ("other", "none", "text"):
+        assert abs(before[f"loss_{key}_control"] - before["loss_own_control"]) < 0.2
+    assert "loss_text_control" not in control_probe(trained, held)

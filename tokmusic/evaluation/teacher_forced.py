@@ -1,6 +1,7 @@
 """Teacher-forced measurements of a stage on held-out crops: its logits at the positions ``Stage.loss`` scores,
-and whether it uses its video (the loss with the true video against another clip's and against the frames
-played backwards)."""
+whether it uses its video (the loss with the true video against another clip's and against the frames played
+backwards) and whether it uses its control (the crop's own audio embedding against another clip's, none, or a
+caption's text embedding)."""
 
 from __future__ import annotations
 
@@ -87,6 +88,35 @@ def video_probe(stage, crops) -> dict:
     return {"crops": n, "loss_true_video": float(true.mean()), "loss_other_video": float(other.mean()),
             "loss_frames_reversed": float(backwards.mean()), "other_video_worse": float((other > true).float().mean()),
             "frames_reversed_worse": float((backwards > true).float().mean())}
+
+
+def control_probe(stage, crops, texts: torch.Tensor | None = None) -> dict:
+    """Does ``stage`` use its control, and would a prompt stand in for it? Mean held-out loss with each crop's own
+    control (the audio embedding of its music, as in training), with the control of the crop half a list away,
+    with none (the null token), and, given ``texts`` (``[len(crops), Dc]``, e.g. each crop's caption through
+    ``control.embed_text``), with that text embedding; and the share of crops each change made worse. A stage
+    whose loss with a caption's text is no better than with none gets nothing from a prompt that says the same."""
+    n = len(crops)
+
+    def control_of(cond: Conditioning, control: torch.Tensor | None) -> Conditioning:
+        out = Conditioning(**vars(cond))
+        if control is None:
+            out.control_valid = torch.zeros_like(cond.control_valid)
+        else:
+            out.control = control.reshape(cond.control.shape).to(cond.control)
+        return out
+
+    true = torch.tensor([loss(stage, *c) for c in crops])
+    rows = {"other": [control_of(c, crops[(i + n // 2) % n][0].control) for i, (c, _, _) in enumerate(crops)],
+            "none": [control_of(c, None) for c, _, _ in crops]}
+    if texts is not None:
+        rows["text"] = [control_of(c, texts[i]) for i, (c, _, _) in enumerate(crops)]
+    out = {"crops": n, "loss_own_control": float(true.mean())}
+    for name, conds in rows.items():
+        changed = torch.tensor([loss(stage, cond, t, v) for cond, (_, t, v) in zip(conds, crops)])
+        out[f"loss_{name}_control"] = float(changed.mean())
+        out[f"{name}_control_worse"] = float((changed > true).float().mean())
+    return out
 
 
 def event_probe(stage, shards, events: dict[str, list[float]], radius: float = 0.12) -> dict:
