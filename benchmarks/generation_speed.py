@@ -2,10 +2,13 @@
 
     python benchmarks/generation_speed.py --seconds 60                       # decode threads: 1 vs torch's default
     python benchmarks/generation_speed.py --seconds 10 --samples 4 --pipeline default   # 4 samples: alone vs together
+    python benchmarks/generation_speed.py --seconds 10 --videos 4 --pipeline default    # 4 videos: alone vs together
 
 Threads: incremental decoding on one CPU thread (tokmusic's choice for small fp32 models) against torch's default
 thread count. Samples: N pieces for one video, ``Pipeline.generate`` once per seed against one
 ``Pipeline.generate_samples`` call (every decode step serves all N), with a check that both give the same music.
+Videos: N different videos of the same length, ``Pipeline.generate`` once per video against one
+``Pipeline.generate_many`` call, with the same check (to rounding: ``max_abs_difference``).
 ``--pipeline tiny`` (default) is ``tokmusic.testing.tiny_pipeline(seed=0)``; ``default`` the bundled one.
 Reports seconds, the real-time factor and the ratios; ``--json`` prints them as one object.
 """
@@ -64,11 +67,25 @@ def compare_samples(pipe, video, samples: int, repeats: int) -> dict:
             "same_music": same}
 
 
+def compare_videos(pipe, videos: list, repeats: int) -> dict:
+    seeds = list(range(len(videos)))
+    t_alone = t_together = float("inf")
+    for _ in range(repeats):  # alternate, so both see the same machine load
+        t, alone = timed(lambda: [pipe.generate(v, seed=s, progress=False) for v, s in zip(videos, seeds)])
+        t_alone = min(t_alone, t)
+        t, together = timed(lambda: pipe.generate_many(videos, seeds=seeds, progress=False))
+        t_together = min(t_together, t)
+    diff = max(float((a.waveform - b.waveform).abs().max()) for a, b in zip(alone, together))
+    return {"videos": len(videos), "one_by_one_s": t_alone, "together_s": t_together,
+            "speedup": t_alone / t_together, "max_abs_difference": diff}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="video length")
     parser.add_argument("--repeats", type=int, default=2, help="best of N runs")
     parser.add_argument("--samples", type=int, default=0, help="compare N samples alone vs together instead")
+    parser.add_argument("--videos", type=int, default=0, help="compare N videos alone vs together instead")
     parser.add_argument("--pipeline", choices=["tiny", "default"], default="tiny")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -83,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         video = make_video(Path(tmp) / "clip.mp4", args.seconds, fps=10, size=(96, 128))
         pipe.generate(video, seed=0, progress=False, seconds=2)  # warm-up
-        if args.samples > 1:
+        if args.videos > 1:  # the same length, other pictures: each one turned by another quarter
+            videos = [video] + [make_video(Path(tmp) / f"clip{i}.mp4", args.seconds, fps=10, size=(96, 128),
+                                           rotation=90 * (i % 4)) for i in range(1, args.videos)]
+            result = compare_videos(pipe, videos, args.repeats)
+        elif args.samples > 1:
             result = compare_samples(pipe, video, args.samples, args.repeats)
         else:
             result = compare_threads(pipe, video, args.repeats)
@@ -92,7 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     head = f"{args.pipeline} pipeline, {args.seconds:.0f} s video, {os.cpu_count()} CPUs, torch {torch.__version__}"
-    if args.samples > 1:
+    if args.videos > 1:
+        print(f"{head}, {args.videos} videos")
+        print(f"  one by one : {result['one_by_one_s']:7.2f} s")
+        print(f"  together   : {result['together_s']:7.2f} s  ({result['speedup']:.2f}x faster; largest "
+              f"difference {result['max_abs_difference']:.1e})")
+    elif args.samples > 1:
         print(f"{head}, {args.samples} samples")
         print(f"  one by one : {result['one_by_one_s']:7.2f} s")
         print(f"  together   : {result['together_s']:7.2f} s  ({result['speedup']:.2f}x faster; same music: "

@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     if controlled:
         print("\ncontrol: own (the crop's music, as in training) / another clip's / none / the caption's text")
         for name, c in controlled.items():
-            text = f"{c['loss_text_control']:.4f} ({c['text_control_worse']:4.0%} worse)" if "loss_text_control" in c else "-"
+            text = "-"
+            if "loss_text_control" in c:
+                text = f"{c['loss_text_control']:.4f} ({c['text_control_worse']:4.0%} worse)"
             print(f"{name:9s} {c['crops']:5d} {c['loss_own_control']:.4f} / {c['loss_other_control']:.4f} "
                   f"({c['other_control_worse']:4.0%} worse) / {c['loss_none_control']:.4f} "
                   f"({c['none_control_worse']:4.0%} worse) / {text}")

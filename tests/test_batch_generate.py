@@ -93,6 +93,39 @@ def test_list_file_with_two_samples_each(saved, folder, tmp_path, capsys):
     assert np.array_equal(soundfile.read(str(tmp_path / "single.wav"))[0], one)
 
 
+def test_videos_decoded_together_write_the_same_music(saved, folder, tmp_path, capsys):
+    """--batch-size 3: the same outputs as one video at a time (to a 16-bit step), the same summary, and the
+    corrupt video still reported alone."""
+    assert run(saved, folder, "-o", tmp_path / "one", "--seed", "1") == 1
+    capsys.readouterr()
+    assert run(saved, folder, "-o", tmp_path / "three", "--seed", "1", "--batch-size", "3") == 1
+    got = capsys.readouterr()
+    assert summary_line(got.out) == f"tokmusic: {ALL_FINE}"
+    assert [line.split(": ")[2] for line in got.err.splitlines()] == [str(folder / "corrupt.mp4")]
+    assert files(tmp_path / "three") == OUTPUTS
+    for name in OUTPUTS:
+        one, three = (soundfile.read(str(tmp_path / d / name))[0] for d in ("one", "three"))
+        assert one.shape == three.shape and np.abs(one - three).max() <= 2 / 32768
+
+
+def test_a_video_that_fails_inside_a_group_fails_alone(saved, folder, tmp_path, monkeypatch):
+    """When the group's generation fails, each video is tried alone: only the one at fault is reported."""
+    original = Pipeline.generate_many
+
+    def fails_on_b(self, videos, *args, **kwargs):
+        if any(Path(v).name == "b.mp4" for v in videos):
+            raise RuntimeError("decoder exploded")
+        return original(self, videos, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "generate_many", fails_on_b)
+    reports = []
+    summary = generate_batch(folder, tmp_path / "out", pipeline=str(saved), seed=1, progress=False,
+                             videos_together=5, report=reports.append)
+    assert sorted(Path(v).name for v, _ in summary.failed) == ["b.mp4", "corrupt.mp4"]
+    assert f"tokmusic: failed: {folder / 'b.mp4'}: RuntimeError: decoder exploded" in reports
+    assert files(tmp_path / "out") == ["a.wav", "c.wav", "sub/d.wav"]
+
+
 def test_glob_into_a_folder_inside_the_videos_as_mp4(saved, tmp_path, capsys):
     clips = tmp_path / "clips"
     clips.mkdir()
@@ -123,6 +156,8 @@ def test_glob_into_a_folder_inside_the_videos_as_mp4(saved, tmp_path, capsys):
     (["{folder}", "-o", "{tmp}/out", "--num-samples", "0"], "num_samples must be an integer >= 1"),
     (["{folder}/a.mp4", "-o", "{tmp}/out.wav", "--num-samples", "2"], "--num-samples is for many videos"),
     (["{folder}", "-o", "{tmp}/out", "--format", "ogg"], "invalid choice"),
+    (["{folder}", "-o", "{tmp}/out", "--batch-size", "0"], "videos_together must be an integer >= 1"),
+    (["{folder}/a.mp4", "-o", "{tmp}/out.wav", "--batch-size", "2"], "--batch-size is for many videos"),
 ])
 def test_user_errors_exit_2_with_one_line(saved, folder, tmp_path, capsys, monkeypatch, args, words):
     (tmp_path / "afile").write_text("x")

@@ -38,3 +38,10 @@ def test_generation_speed_compares_samples_alone_and_together(capsys):
     assert result["same_music"] is True
     assert result["one_by_one_s"] > 0 and result["together_s"] > 0
     assert result["speedup"] == pytest.approx(result["one_by_one_s"] / result["together_s"])
+
+
+def test_generation_speed_compares_videos_alone_and_together(capsys):
+    assert generation_speed.main(["--seconds", "2", "--videos", "2", "--repeats", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["videos"] == 2 and result["max_abs_difference"] < 1e-4
+    assert result["speedup"] == pytest.approx(result["one_by_one_s"] / result["together_s"])

@@ -150,6 +150,24 @@ def test_samples_decoded_together_are_the_samples_decoded_alone(kind):
         stage.generate_batch(conditioning(kind, b=2), 12, prompts, params, [None] * 3)
 
 
+def test_a_sample_without_a_control_decoded_with_guided_ones_is_the_sample_without_one():
+    """Rows of one batch may lack a control (videos without a prompt beside videos with one): under guidance such
+    a row reads the null control in both halves, as it would decoded alone with no control."""
+    torch.manual_seed(0)
+    stage = Stage(stage_config("semantic")).eval()
+    params = SamplingParams(temperature=1.0, top_k=8, cfg_scale=3.0)
+    conds = conditioning("semantic", b=3)
+    conds.control_valid = torch.tensor([True, False, True])
+    seeds = [5, 6, 7]
+    together = stage.generate_batch(conds, 24, None, params, [torch.Generator().manual_seed(s) for s in seeds])
+    alone = [stage.generate(row(conds, i), 24, None, params, torch.Generator().manual_seed(s))
+             for i, s in enumerate(seeds)]
+    no_control = row(conds, 1)
+    no_control.control = no_control.control_valid = None
+    assert torch.equal(alone[1], stage.generate(no_control, 24, None, params, torch.Generator().manual_seed(6)))
+    assert all(torch.equal(t, a) for t, a in zip(together, alone))
+
+
 def test_a_stage_trains_after_generating():
     # decoding on a CPU stores the decoder's weights column-major: the same values, still trainable and savable
     torch.manual_seed(0)

@@ -19,8 +19,9 @@ Rules, all of them safe to rely on when a run is repeated or interrupted:
   ``OUT/a/b.wav``. With ``num_samples=N > 1`` there are N outputs ``b-1.wav … b-N.wav``; sample k uses the seed
   ``seed + k - 1`` (so ``b-1.wav`` is what ``tokmusic generate b.mp4 --seed S`` writes), or a fresh random seed
   when ``seed`` is None. The samples of a video are decoded together, one decode step for all of them
-  (``Pipeline.generate_samples``), which costs far less than one after another. Two videos that would write
-  the same output (``a.mp4`` and ``a.mov``) are refused before anything is generated.
+  (``Pipeline.generate_many``), which costs far less than one after another; with ``videos_together=N``
+  (``--batch-size N``) so are N videos at a time, those of the same length sharing each decode step. Two
+  videos that would write the same output (``a.mp4`` and ``a.mov``) are refused before anything is generated.
 * **Atomic, never overwritten.** Each output is written to a hidden temporary file beside it and renamed into
   place, so a failed or killed run leaves no half files. An output that exists is skipped unless
   ``overwrite=True``, so re-running the same command does only what is missing.
@@ -39,162 +40,25 @@ Rules, all of them safe to rely on when a run is repeated or interrupted:
 
 from __future__ import annotations
 
-import glob as _glob
 import os
 import random
-import re
 import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path, PurePath
-from typing import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 from . import default
 from .errors import CheckpointError, ConfigError, TokmusicError
 from .schema import MAX_SEED
+from .video_sources import VIDEO_SUFFIXES, BatchItem, absolute_path, find_videos, is_batch_source
 
-# What a folder search takes as a video (lower-case suffixes; files are matched case-insensitively).
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
-                  ".mts", ".m2ts", ".3gp", ".ogv")
 # What a batch can write: the music alone, or the video with the music as its soundtrack.
 AUDIO_FORMATS = ("wav", "flac")
 VIDEO_FORMATS = ("mp4", "m4v", "mkv", "mov", "webm")
 FORMATS = AUDIO_FORMATS + VIDEO_FORMATS
-LIST_SUFFIXES = (".txt",)
-_MAGIC = re.compile(r"[*?[]")
 # A process waiting for the others to finish their share waits this long before the process group gives up.
 GATHER_TIMEOUT = timedelta(days=7)
-
-
-def is_batch_source(source: str | os.PathLike) -> bool:
-    """True if ``source`` names many videos: an existing folder, a list file (``.txt``) or a glob pattern that
-    is not itself an existing file. A plain file path is one video (``tokmusic generate VIDEO``)."""
-    path = Path(source)
-    if path.is_dir() or path.suffix.lower() in LIST_SUFFIXES:
-        return True
-    return not path.exists() and bool(_MAGIC.search(str(source)))
-
-
-@dataclass(frozen=True)
-class BatchItem:
-    """One video of a batch: ``video`` as found, and ``name``, its output path relative to the output folder
-    without suffix (``a/b`` for ``videos/a/b.mp4``)."""
-
-    video: Path
-    name: PurePath
-
-
-def _abs(path: str | os.PathLike) -> Path:
-    return Path(os.path.abspath(path))  # absolute, symlinks kept (a link inside the folder is named as a link)
-
-
-def _item(video: Path, base: Path) -> BatchItem:
-    try:
-        rel = _abs(video).relative_to(_abs(base))
-    except ValueError:  # a list file may name videos outside its folder: those are named by file name alone
-        rel = Path(video.name)
-    return BatchItem(video, rel.with_suffix(""))
-
-
-def _inside(path: Path, folder: Path | None) -> bool:
-    if folder is None:
-        return False
-    path, folder = _abs(path), _abs(folder)
-    return path == folder or folder in path.parents
-
-
-def _scan_folder(folder: Path, exclude: Path | None) -> list[BatchItem]:
-    items = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _inside(Path(root, d), exclude))
-        for name in sorted(files):
-            if not name.startswith(".") and Path(name).suffix.lower() in VIDEO_SUFFIXES:
-                items.append(_item(Path(root, name), folder))
-    if not items:
-        raise ConfigError(f"{folder}: no video files found in this folder or below (looked for "
-                          f"{', '.join(VIDEO_SUFFIXES)}); pass a folder of videos, a glob pattern or a list file")
-    return items
-
-
-def _read_list(list_file: Path) -> list[BatchItem]:
-    if not list_file.is_file():
-        raise ConfigError(f"{list_file}: no such list file; a list file names one video per line")
-    try:
-        lines = list_file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{list_file}: cannot read the list file ({exc}); it must be UTF-8 text with one "
-                          "video path per line") from None
-    base, items, seen = list_file.parent, [], set()
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        video = Path(line) if Path(line).is_absolute() else base / line
-        if _abs(video) not in seen:  # a video listed twice is generated once
-            seen.add(_abs(video))
-            items.append(_item(video, base))
-    if not items:
-        raise ConfigError(f"{list_file}: the list file names no videos; write one video path per line "
-                          "(relative to the list file's folder)")
-    return items
-
-
-def _glob_base(pattern: str) -> Path:
-    """The fixed folder a glob pattern starts from: ``clips/2024`` for ``clips/2024/**/*.mp4``."""
-    parts = Path(pattern).parts
-    fixed = []
-    for part in parts[:-1]:
-        if _MAGIC.search(part):
-            break
-        fixed.append(part)
-    return Path(*fixed) if fixed else Path(".")
-
-
-def _expand_glob(pattern: str, exclude: Path | None) -> list[BatchItem]:
-    base = _glob_base(pattern)
-    matches = sorted(Path(p) for p in _glob.glob(pattern, recursive=True))
-    items = [_item(p, base) for p in matches if p.is_file() and not _inside(p, exclude)]
-    if not items:
-        raise ConfigError(f"{pattern}: the pattern matches no files; check it (quote it, so the shell does not "
-                          "expand it) or pass a folder or a list file")
-    return items
-
-
-def find_videos(source: str | os.PathLike | Sequence[str | os.PathLike], *,
-                exclude: str | os.PathLike | None = None) -> list[BatchItem]:
-    """The videos of a batch, sorted by output name: ``source`` is a folder, a list file (``.txt``), a glob
-    pattern, or a sequence of video paths (each named by its file name). Files under ``exclude`` (the output
-    folder) are left out of folder and glob searches. Raises ConfigError when nothing is found.
-
-    The listed files are not opened here: a missing or unreadable one fails when its turn comes.
-    """
-    exclude = Path(exclude) if exclude is not None else None
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.is_dir():
-            items = _scan_folder(path, exclude)
-        elif path.suffix.lower() in LIST_SUFFIXES:
-            items = _read_list(path)
-        elif not path.exists() and _MAGIC.search(str(source)):
-            items = _expand_glob(str(source), exclude)
-        elif not path.exists():
-            raise ConfigError(f"{path}: no such folder, list file or video; check the path")
-        else:
-            raise ConfigError(f"{path}: not a folder, a list file (.txt) or a glob pattern; pass one of those "
-                              "to generate many videos, or one video with `tokmusic generate VIDEO -o OUT.wav`")
-    elif isinstance(source, Iterable):
-        items, seen = [], set()
-        for video in source:
-            if not isinstance(video, (str, os.PathLike)):
-                raise ConfigError(f"videos must be given as paths (str or os.PathLike), got {video!r}")
-            if _abs(video) not in seen:
-                seen.add(_abs(video))
-                items.append(BatchItem(Path(video), PurePath(Path(video).stem)))
-        if not items:
-            raise ConfigError("the list of videos is empty; pass at least one video path")
-    else:
-        raise ConfigError(f"pass a folder, a list file, a glob pattern or a list of video paths, not {source!r}")
-    return sorted(items, key=lambda item: (item.name.as_posix(), str(item.video)))
 
 
 def sample_seed(seed: int | None, k: int) -> int | None:
@@ -265,7 +129,7 @@ def _reason(video: Path, exc: BaseException) -> str:
     message = (str(exc).strip().splitlines() or [""])[0]
     if not isinstance(exc, TokmusicError):  # a bug or a resource problem (out of memory): say what it was
         message = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    for shown in (str(video), str(_abs(video)), str(Path(video).resolve())):  # the reason names the file again
+    for shown in (str(video), str(absolute_path(video)), str(Path(video).resolve())):  # the reason names the file again
         if message.startswith(f"{shown}: "):
             return message[len(shown) + 2:]
     return message
@@ -275,12 +139,12 @@ def _check_plan(items: list[BatchItem], out_dir: Path, format: str, num_samples:
     owner: dict[Path, BatchItem] = {}
     for item in items:
         for out in output_paths(item, out_dir, format, num_samples):
-            key = _abs(out)
+            key = absolute_path(out)
             if key in owner:
                 raise ConfigError(f"{owner[key].video} and {item.video} would both write {out}; outputs are named "
                                   "after the video without its suffix — rename one of them")
             owner[key] = item
-            if key == _abs(item.video):
+            if key == absolute_path(item.video):
                 raise ConfigError(f"{out}: the output would overwrite the input video; choose another -o folder")
 
 
@@ -306,7 +170,8 @@ def generate_batch(source: str | os.PathLike | Sequence[str | os.PathLike], out_
                    prompt: str | None = None, *, pipeline=None, seed: int | None = None,
                    seconds: float | None = None, num_samples: int = 1, overwrite: bool = False,
                    format: str = "wav", progress: bool = True, rank: int | None = None, world: int | None = None,
-                   report: Callable[[str], None] | None = None, **sampling) -> BatchSummary:
+                   report: Callable[[str], None] | None = None, videos_together: int = 1,
+                   **sampling) -> BatchSummary:
     """Write music for every video of ``source`` into ``out_dir``; returns a BatchSummary (see the module
     docstring for how inputs are found, how outputs are named, and what is skipped).
 
@@ -320,6 +185,8 @@ def generate_batch(source: str | os.PathLike | Sequence[str | os.PathLike], out_
     rank, world this process's share: videos rank, rank + world, …; both None: from the launcher's environment
                 (accelerate launch), with the counts of all processes gathered when it formed a process group
     report      called with the one line about each failed video (default: printed to stderr)
+    videos_together   videos handed to ``Pipeline.generate_many`` at once: those of the same length share each
+                decode step (faster; the music is the same up to rounding). A failure is still one video's.
 
     Raises a TokmusicError (nothing generated) for a bad output folder, a source with no videos, outputs that
     would collide, or settings no video can be generated with. A video that fails is reported and counted.
@@ -332,6 +199,8 @@ def generate_batch(source: str | os.PathLike | Sequence[str | os.PathLike], out_
     check_generate_arguments(prompt=prompt, seed=seed, seconds=seconds, progress=progress)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ConfigError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    if isinstance(videos_together, bool) or not isinstance(videos_together, int) or videos_together < 1:
+        raise ConfigError(f"videos_together must be an integer >= 1, got {videos_together!r}")
     if not isinstance(format, str) or format.lower().lstrip(".") not in FORMATS:
         raise ConfigError(f"format {format!r} is not one of {', '.join(FORMATS)}")
     format = format.lower().lstrip(".")
@@ -369,44 +238,75 @@ def generate_batch(source: str | os.PathLike | Sequence[str | os.PathLike], out_
 
     summary = BatchSummary(rank=rank, world=world)
     desc = "videos" if world == 1 else f"videos (process {rank}/{world})"
-    with tqdm(mine, desc=desc, unit="video", disable=not (progress and main), dynamic_ncols=True) as bar:
-        for item in bar:
-            summary.videos += 1
-            outs = output_paths(item, out_dir, format, num_samples)
-            todo = [(k, out) for k, out in enumerate(outs, 1) if overwrite or not out.exists()]
-            planned = {out for _, out in todo}
-            summary.skipped += [out for out in outs if out not in planned]
-            if not todo:
-                continue
-            try:
-                _write_outputs(pipe, item.video, todo, prompt=prompt, seed=seed, seconds=seconds,
-                               written=summary.written, **sampling)
-            except (ConfigError, CheckpointError):
-                raise  # about the settings, not this video: every other video would fail the same way
-            except Exception as exc:  # noqa: BLE001 — one bad video must not stop the batch
-                reason = _reason(item.video, exc)
-                summary.failed.append((item.video, reason))
-                say(failure_line(item.video, reason))
+    with tqdm(total=len(mine), desc=desc, unit="video", disable=not (progress and main), dynamic_ncols=True) as bar:
+        for first in range(0, len(mine), videos_together):
+            jobs = []
+            for item in mine[first : first + videos_together]:
+                summary.videos += 1
+                outs = output_paths(item, out_dir, format, num_samples)
+                todo = [(k, out) for k, out in enumerate(outs, 1) if overwrite or not out.exists()]
+                planned = {out for _, out in todo}
+                summary.skipped += [out for out in outs if out not in planned]
+                if todo:
+                    jobs.append((item.video, todo))
+            for video, reason in _write_outputs(pipe, jobs, prompt=prompt, seed=seed, seconds=seconds,
+                                                written=summary.written, **sampling):
+                summary.failed.append((video, reason))
+                say(failure_line(video, reason))
+            bar.update(min(videos_together, len(mine) - first))
 
     if state is not None:
         summary = _gather(summary, state)
     return summary
 
 
-def _write_outputs(pipe, video: Path, todo: list[tuple[int, Path]], *, prompt, seed, seconds,
-                   written: list[Path], **sampling) -> None:
+def _write_outputs(pipe, jobs: list[tuple[Path, list[tuple[int, Path]]]], *, prompt, seed, seconds,
+                   written: list[Path], **sampling) -> list[tuple[Path, str]]:
+    """Generate and write the outputs ``todo`` ([(sample number, path)]) of each (video, todo) job, all in one
+    ``generate_many`` call -> [(video, reason)] of the videos that failed. Settings errors (ConfigError,
+    CheckpointError) propagate: every video would fail the same way."""
     from .video import probe
 
-    probe(video)  # a bad video is reported before any model runs
-    seeds = [random.randrange(MAX_SEED) if seed is None else sample_seed(seed, k) for k, _ in todo]
-    musics = pipe.generate_samples(video, prompt, seeds=seeds, seconds=seconds, progress=False, **sampling)
-    for (_, out), music in zip(todo, musics):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix.lstrip(".") in AUDIO_FORMATS:
-            music.save(out)  # atomic: temp file + rename
-        else:
-            music.mux(video, out)  # atomic too
-        written.append(out)
+    failed, ready = [], []
+    for video, todo in jobs:
+        try:
+            probe(video)  # a bad video is reported before any model runs
+            ready.append((video, todo))
+        except (ConfigError, CheckpointError):
+            raise
+        except Exception as exc:  # noqa: BLE001 — one bad video must not stop the batch
+            failed.append((video, _reason(video, exc)))
+    if not ready:
+        return failed
+    requests = [(video, random.randrange(MAX_SEED) if seed is None else sample_seed(seed, k), out)
+                for video, todo in ready for k, out in todo]
+    try:
+        musics = pipe.generate_many([v for v, _, _ in requests], prompt, seeds=[s for _, s, _ in requests],
+                                    seconds=seconds, progress=False, **sampling)
+    except (ConfigError, CheckpointError):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        if len(ready) == 1:
+            return failed + [(ready[0][0], _reason(ready[0][0], exc))]
+        for job in ready:  # which video failed: each one alone
+            failed += _write_outputs(pipe, [job], prompt=prompt, seed=seed, seconds=seconds, written=written,
+                                     **sampling)
+        return failed
+    broken = set()
+    for (video, _, out), music in zip(requests, musics):
+        if video in broken:
+            continue
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if out.suffix.lstrip(".") in AUDIO_FORMATS:
+                music.save(out)  # atomic: temp file + rename
+            else:
+                music.mux(video, out)  # atomic too
+            written.append(out)
+        except Exception as exc:  # noqa: BLE001
+            broken.add(video)
+            failed.append((video, _reason(video, exc)))
+    return failed
 
 
 def _gather(summary: BatchSummary, state) -> BatchSummary:

@@ -133,9 +133,11 @@ def collate_inputs(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
     if "long" in samples[0]:
         batch["long"], batch["long_valid"] = pad_stack([s["long"] for s in samples], 0)
         batch["long_times"], _ = pad_stack([s["long_times"] for s in samples], 0)
-    if "control" in samples[0]:
-        batch["control"] = torch.stack([s["control"] for s in samples])
-        batch["control_valid"] = torch.ones(len(samples), dtype=torch.bool)
+    controls = [s.get("control") for s in samples]
+    if any(c is not None for c in controls):  # a sample without one gets the null control
+        known = next(c for c in controls if c is not None)
+        batch["control"] = torch.stack([known.new_zeros(known.shape) if c is None else c for c in controls])
+        batch["control_valid"] = torch.tensor([c is not None for c in controls])
     if "source" in samples[0]:
         batch["source"], batch["source_valid"] = pad_stack([s["source"] for s in samples], -1)
         batch["source_start"] = torch.stack([s["source_start"] for s in samples])

@@ -275,32 +275,96 @@ class Pipeline:
         seed = random.randrange(MAX_SEED) if seed is None else seed
         return self._tokens(video, prompt, [seed], seconds, progress, sampling)[0]
 
+    def generate_many(self, videos: list[str | os.PathLike], prompts: str | list[str | None] | None = None, *,
+                      seeds: list[int] | None = None, seconds: float | None = None, progress: bool = True,
+                      **sampling) -> list[Music]:
+        """Music for several videos, decoded together: videos whose music has as many tokens at every stage (the
+        same length, as with clips of a dataset) share each decode step, which costs far less than a step per
+        video (``benchmarks/generation_speed.py --videos N``); the others are decoded in groups of equal length.
+
+        ``prompts``: one for every video, or one per video (None: no prompt for that one). ``seeds``: one per video
+        (default: fresh random seeds). Music n is what ``generate(videos[n], prompts[n], seed=seeds[n], ...)``
+        gives, up to the rounding of matrix products over more rows. Other arguments as ``generate``.
+        """
+        if not isinstance(videos, (list, tuple)) or not videos:
+            raise ConfigError(f"videos must be a non-empty list of video paths, got {shown(videos)}")
+        if prompts is None or isinstance(prompts, str):
+            prompts = [prompts] * len(videos)
+        if not isinstance(prompts, (list, tuple)) or len(prompts) != len(videos):
+            raise ConfigError(f"prompts must be one prompt or a list of {len(videos)} (one per video), got "
+                              f"{shown(prompts)}")
+        if seeds is None:
+            seeds = [random.randrange(MAX_SEED) for _ in videos]
+        if not isinstance(seeds, (list, tuple)) or len(seeds) != len(videos):
+            raise ConfigError(f"seeds must be a list of {len(videos)} integers in [0, 2**62) (one per video), got "
+                              f"{shown(seeds)}")
+        for prompt, seed in zip(prompts, seeds):
+            check_generate_arguments(prompt=prompt, seed=seed, seconds=seconds, progress=progress)
+        requests = list(zip(videos, prompts, seeds))
+        return [self._decode(tokens) for tokens in self._tokens_of(requests, seconds, progress, sampling)]
+
     def _tokens(self, video, prompt, seeds: list[int], seconds, progress: bool, sampling: dict,
                 given: dict[str, torch.Tensor] | None = None) -> list[dict]:
-        """The tokens of one sample per seed, all samples decoded together, stage after stage. ``given`` maps
-        a stage name to the tokens to use instead of generating them (every sample gets the same; the
-        evaluation uses it to run the later stages on the truth's tokens)."""
+        """The tokens of one sample per seed of one video, all samples decoded together, stage after stage.
+        ``given`` maps a stage name to the tokens to use instead of generating them (every sample gets the same;
+        the evaluation uses it to run the later stages on the truth's tokens)."""
+        return self._tokens_of([(video, prompt, seed) for seed in seeds], seconds, progress, sampling, given)
+
+    def _tokens_of(self, requests: list[tuple], seconds, progress: bool, sampling: dict,
+                   given: dict[str, torch.Tensor] | None = None) -> list[dict]:
+        """The tokens of each (video, prompt, seed) request. Each video is read and each prompt embedded once;
+        requests whose music has the same number of tokens at every stage are decoded together."""
         from .video import probe
         from .visual_encoders import extract_features
 
         params = self._sampling(sampling)
-        control = self._embed_prompt(prompt)
-        info = probe(video)
-        duration = info.duration if seconds is None else min(float(seconds), info.duration)
-
+        controls = {prompt: self._embed_prompt(prompt) for prompt in dict.fromkeys(p for _, p, _ in requests)}
+        videos: dict[str, dict] = {}  # path -> the video's track fields and duration
         with torch.inference_mode():
-            feats = extract_features(video, self.visual_encoder, self.fps, seconds=duration, progress=progress)
-            video_track = dict(features=feats.features.float().cpu(), times=feats.timestamps.float(),
-                               control=control)
-            tracks = [Track(**video_track)]  # what every sample reads; one per sample once there is a source
-            samples: list[dict] = [{"duration": duration} for _ in seeds]
+            for video, _, _ in requests:
+                info = probe(video)  # VideoError for anything but a readable video (cached: once per video)
+                key = os.fspath(video)
+                if key in videos:
+                    continue
+                duration = info.duration if seconds is None else min(float(seconds), info.duration)
+                feats = extract_features(video, self.visual_encoder, self.fps, seconds=duration, progress=progress)
+                videos[key] = dict(features=feats.features.float().cpu(), times=feats.timestamps.float(),
+                                   duration=duration)
+        groups: dict[tuple, list[int]] = {}  # token counts at every stage -> the requests of that length
+        for i, (video, _, _) in enumerate(requests):
+            duration = videos[os.fspath(video)]["duration"]
+            lengths = tuple(token_count(duration, self.stages[name].cfg.target_rate) for name in STAGES)
+            groups.setdefault(lengths, []).append(i)
+        out: list[dict] = [{} for _ in requests]
+        for members in groups.values():
+            tracks = []
+            for i in members:
+                video, prompt, _ = requests[i]
+                fields = videos[os.fspath(video)]
+                tracks.append(dict(features=fields["features"], times=fields["times"], control=controls[prompt],
+                                   duration=fields["duration"]))
+            seeds = [requests[i][2] for i in members]
+            for i, tokens in zip(members, self._decode_together(tracks, seeds, params, progress, given)):
+                out[i] = tokens
+        return out
+
+    def _decode_together(self, inputs: list[dict], seeds: list[int], params: dict[str, SamplingParams],
+                         progress: bool, given: dict[str, torch.Tensor] | None) -> list[dict]:
+        """Tokens for samples of the same length (``inputs``: each one's features, times, control and duration),
+        decoded together stage after stage; samples of one video and prompt share one conditioning."""
+        duration = inputs[0]["duration"]
+        same = all(x["features"] is inputs[0]["features"] and x["control"] is inputs[0]["control"] for x in inputs)
+        video_tracks = [{k: v for k, v in x.items() if k != "duration"} for x in (inputs[:1] if same else inputs)]
+        samples: list[dict] = [{"duration": x["duration"]} for x in inputs]
+        with torch.inference_mode():
+            tracks = [Track(**fields) for fields in video_tracks]  # batch 1 when every sample reads the same
             for name in STAGES:
                 stage = self.stages[name]
                 weight = stage.segment.weight
 
                 def condition(t0: float, t1: float, stage=stage, tracks=tracks, weight=weight) -> Conditioning:
-                    inputs = collate_inputs([window_inputs(stage.cfg, track, t0, t1) for track in tracks])
-                    return Conditioning(**inputs).to(weight.device, weight.dtype)
+                    batch = collate_inputs([window_inputs(stage.cfg, track, t0, t1) for track in tracks])
+                    return Conditioning(**batch).to(weight.device, weight.dtype)
 
                 generators = [torch.Generator(weight.device).manual_seed(stage_seed(seed, name)) for seed in seeds]
                 total = token_count(duration, stage.cfg.target_rate)
@@ -313,7 +377,9 @@ class Pipeline:
                 for sample, tokens in zip(samples, out):
                     sample[name] = tokens
                 # the next stage reads this one's output: semantic -> coarse, coarse -> fine
-                tracks = [Track(**video_track, source=tokens, source_rate=stage.cfg.target_rate) for tokens in out]
+                fields = video_tracks * len(out) if same else video_tracks
+                rate = stage.cfg.target_rate
+                tracks = [Track(**f, source=tokens, source_rate=rate) for f, tokens in zip(fields, out)]
         return samples
 
     def _decode(self, tokens: dict) -> Music:

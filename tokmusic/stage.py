@@ -310,9 +310,11 @@ class Stage(nn.Module):
         if cond.batch_size() != n:
             cond = cond.repeat(n)
         guided = bool(cfg.control_dim) and cond.control is not None and params.cfg_scale != 1.0
-        if guided:  # rows 0..n-1 with the control, rows n..2n-1 with the null control
+        if guided:  # rows 0..n-1 with their controls, rows n..2n-1 with the null control
+            own = cond.control_valid
+            own = torch.ones(n, dtype=torch.bool) if own is None else own.bool()
             cond = Conditioning(**{k: None if v is None else torch.cat([v, v]) for k, v in vars(cond).items()})
-            cond.control_valid = torch.arange(2 * n, device=cond.control.device) < n
+            cond.control_valid = torch.cat([own, torch.zeros_like(own)]).to(cond.control.device)
         memory = self.encode(cond)
         device, rows = memory.x.device, memory.x.shape[0]
 
