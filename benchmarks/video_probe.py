@@ -21,7 +21,8 @@ better near them with the true frames.
 Every stage that reads a control is also asked whether it uses it
 (``tokmusic.evaluation.teacher_forced.control_probe``): the loss with each crop's own control (its music's audio
 embedding, as in training), another clip's, and none; when ``--cuts`` is a demo corpus's truth.json, which holds
-each clip's caption, also with the caption's text embedding (what a prompt saying the same gives the stage).
+each clip's caption, also with the caption as a prompt (``control.embed_prompt``: what a prompt saying the same
+gives the stage).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = video_probe(stage, crops) if stage.cfg.visual_dim else {"crops": len(crops)}
         if stage.cfg.control_dim and pipe.control is not None:
             texts = crop_captions(shards, len(crops), captions)
-            rows[name]["control"] = control_probe(stage, crops, pipe.control.embed_text(texts) if texts else None)
+            rows[name]["control"] = control_probe(stage, crops, pipe.control.embed_prompt(texts) if texts else None)
         if cuts is not None and stage.cfg.visual_dim:
             rows[name]["near_cuts"] = event_probe(stage, shards, cuts, args.radius)
     if args.json:

@@ -8,6 +8,11 @@ music near the MiniLM embedding of its caption. If the pipeline's control is not
 one replaces it (stages reading a control of another width are re-initialised: train them next). Prints the
 retrieval figures of the "valid" captioned items before and after. Run before recipes/preprocess.py: the
 training data holds the control's audio embeddings.
+
+Then it fits the control's prompt prior (tokmusic/sentence_control.py: a prompt is mapped to the mean audio
+embedding of the training captions it matches, the space the stages were trained in; ``--no-prior`` skips it).
+``--steps 0`` keeps a trained audio tower as it is and fits only the prior: the stages need no retraining, as
+the audio embeddings they were trained on do not change.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("manifest", help="JSONL manifest (its captioned 'train' items train, 'valid' items evaluate)")
     p.add_argument("--pipeline", required=True, help="pipeline whose control is trained (or replaced)")
     p.add_argument("--out", required=True, help="where to write the pipeline with the trained control")
-    p.add_argument("--steps", type=int, default=1000, help="optimisation steps")
+    p.add_argument("--steps", type=int, default=1000, help="optimisation steps (0: keep the tower, fit the prior)")
+    p.add_argument("--prior-temperature", type=float, default=0.02,
+                   help="softmax temperature of the prompt prior over caption similarities (default 0.02)")
+    p.add_argument("--no-prior", action="store_true", help="no prompt prior: prompts reach the stages as text")
     p.add_argument("--crop-seconds", type=float, default=10.0, help="longest crop of music per example")
     p.add_argument("--min-crop-seconds", type=float, default=1.0, help="shortest crop (lengths vary per step)")
     p.add_argument("--batch-size", type=int, default=32, help="crops per step (one per item)")
@@ -31,10 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    for name in ("steps", "batch_size", "sample_rate"):
+    if args.steps < 0:
+        p.error(f"--steps must be >= 0, got {args.steps}")
+    if args.steps == 0 and args.no_prior:
+        p.error("--steps 0 with --no-prior would change nothing")
+    for name in ("batch_size", "sample_rate"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("crop_seconds", "min_crop_seconds", "lr"):
+    for name in ("crop_seconds", "min_crop_seconds", "lr", "prior_temperature"):
         if not getattr(args, name) > 0:
             p.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     if args.min_crop_seconds > args.crop_seconds:
@@ -42,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from tokmusic.errors import DataError
+    from tokmusic.errors import ConfigError, DataError
     from tokmusic.fileio import check_output, check_replaceable
     from tokmusic.pipeline import Pipeline
     from tokmusic.sentence_control import SentenceAudioControl, sentence_audio_control
-    from tokmusic.training.control_fit import fit_audio_tower, load_corpus, retrieval, with_control
+    from tokmusic.training.control_fit import (fit_audio_tower, fit_prompt_prior, load_corpus, retrieval,
+                                               with_control)
     from tokmusic.training.manifest import read_manifest
 
     out = check_output(args.out, "pipeline directory", directory=True)
@@ -54,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     items = read_manifest(args.manifest)
     pipeline = Pipeline.from_pretrained(args.pipeline)
     control = pipeline.control
+    if not isinstance(control, SentenceAudioControl) and args.steps == 0:
+        raise ConfigError(f"{args.pipeline}: --steps 0 keeps the pipeline's sentence_audio control, but it has "
+                          f"{'no control' if control is None else 'another kind'}; train one (--steps N)")
     if not isinstance(control, SentenceAudioControl):
         kind = "no control" if control is None else f"a {control.to_config()['type']!r} control"
         print(f"fit_control: {args.pipeline} has {kind}; starting a fresh sentence_audio control at "
@@ -73,20 +89,30 @@ def main(argv: list[str] | None = None) -> int:
     seconds = sum(w.shape[0] for w in train) / control.sample_rate
     print(f"fit_control: {len(train)} captioned train items ({seconds / 60:.1f} min of music, "
           f"{len(set(train_captions))} distinct captions), {len(valid)} valid items")
-    before = retrieval(control, valid, valid_captions) if valid else None
-    losses = fit_audio_tower(control, train, train_captions, steps=args.steps, batch_size=args.batch_size,
-                             crop_seconds=args.crop_seconds, min_crop_seconds=args.min_crop_seconds, lr=args.lr,
-                             seed=args.seed, progress=progress)
-    tail = losses[-max(1, len(losses) // 20):]
-    print(f"fit_control: loss {losses[0]:.3f} -> {sum(tail) / len(tail):.3f} (mean of the last {len(tail)} steps)")
-    if valid:
+    before = retrieval(control, valid, valid_captions) if valid and args.steps else None
+    if args.steps:
+        losses = fit_audio_tower(control, train, train_captions, steps=args.steps, batch_size=args.batch_size,
+                                 crop_seconds=args.crop_seconds, min_crop_seconds=args.min_crop_seconds, lr=args.lr,
+                                 seed=args.seed, progress=progress)
+        tail = losses[-max(1, len(losses) // 20):]
+        print(f"fit_control: loss {losses[0]:.3f} -> {sum(tail) / len(tail):.3f} (mean of the last {len(tail)} "
+              "steps)")
+    else:
+        print("fit_control: --steps 0: the audio tower is kept as it is")
+    control.prior = None
+    if not args.no_prior:
+        control.prior = fit_prompt_prior(control, train, train_captions, temperature=args.prior_temperature,
+                                         progress=progress)
+        print(f"fit_control: prompt prior over {len(control.prior.captions)} distinct captions "
+              f"(temperature {args.prior_temperature:g})")
+    if before is not None:
         after = retrieval(control, valid, valid_captions)
         for name, result in (("before", before), ("after", after)):
             print(f"  valid {name}: audio->text top-1 {result['audio_to_text']:.1%}, text->audio top-1 "
                   f"{result['text_to_audio']:.1%} (chance {result['chance']:.1%}, {result['captions']} captions, "
                   f"{result['items']} items); cosine right {result['right_cosine']:.3f} vs wrong "
                   f"{result['wrong_cosine']:.3f}")
-    else:
+    elif not valid:
         print("  no captioned 'valid' items: no held-out retrieval figure")
     with_control(pipeline, control.to("cpu"), seed=args.seed).save_pretrained(Path(out))
     print(f"fit_control: wrote {out}")

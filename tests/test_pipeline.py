@@ -352,3 +352,17 @@ def test_generate_many_checks_its_lists(pipe, clip):
     for videos, kwargs, match in cases:
         with pytest.raises(ConfigError, match=match):
             pipe.generate_many(videos, **kwargs)
+
+
+def test_a_prompt_reaches_the_stages_through_embed_prompt(pipe, clip, monkeypatch):
+    """generate embeds its prompt with the control's embed_prompt (which a prompt prior overrides)."""
+    seen = []
+    original = pipe.control.embed_prompt
+
+    def recorded(texts):
+        seen.append(list(texts))
+        return original(texts)
+
+    monkeypatch.setattr(pipe.control, "embed_prompt", recorded)
+    pipe.generate(clip, "slow melancholic piano", seed=0, seconds=1, progress=False)
+    assert seen == [["slow melancholic piano"]]

@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import json
 import math
 
 import pytest
@@ -123,3 +124,87 @@ def test_recipe_writes_a_pipeline_with_the_trained_control(tmp_path, capsys):
     assert meta["control"] == {"type": "sentence_audio", "dim": 384, "sample_rate": SR, "path": "control"}
     loaded = Pipeline.from_pretrained(tmp_path / "out")
     assert isinstance(loaded.control, SentenceAudioControl)
+
+
+def test_prompt_prior_maps_a_caption_to_its_music():
+    """Known answer: after the slow/fast fit, the prior sends each caption (and a shorter prompt naming the tempo)
+    to its music's audio embeddings, where the raw text embedding lies far from any music."""
+    from tokmusic.training.control_fit import fit_prompt_prior
+
+    control = sentence_audio_control(SR, seed=0, window_seconds=2.0, width=32, down_layers=3, context_layers=2)
+    waves = [clicks(1.5, 6, seed) for seed in range(4)] + [clicks(8, 6, seed) for seed in range(4, 8)]
+    captions = [CAPTIONS[0]] * 4 + [CAPTIONS[1]] * 4
+    fit_audio_tower(control, waves, captions, steps=40, batch_size=8, crop_seconds=2.0, min_crop_seconds=1.0,
+                    lr=3e-3, seed=0)
+    held_out = torch.stack([control.embed_audio(clicks(rate, 4, 100 + i), SR) for i, rate in enumerate((1.5, 8))])
+    assert control.embed_prompt(list(CAPTIONS)).allclose(control.embed_text(list(CAPTIONS)))  # no prior yet
+    control.prior = fit_prompt_prior(control, waves, captions, hop=1.0)
+    assert control.prior.captions == sorted(CAPTIONS) and control.prior.audio.shape == (2, 384)
+    for prompts in (list(CAPTIONS), ["slow", "fast"]):
+        raw, mapped = control.embed_text(prompts) @ held_out.T, control.embed_prompt(prompts) @ held_out.T
+        print(prompts, raw, mapped)
+        assert mapped[0, 0] > mapped[0, 1] and mapped[1, 1] > mapped[1, 0]  # each to its own music
+        assert mapped.diagonal().min() > 0.8 > raw.diagonal().max()
+    with pytest.raises(DataError, match="temperature"):
+        fit_prompt_prior(control, waves, captions, temperature=0.0)
+
+
+def test_the_prompt_prior_is_saved_loaded_and_checked(tmp_path):
+    from tokmusic.errors import CheckpointError
+    from tokmusic.sentence_control import PromptPrior, SentenceAudioControl
+
+    control = sentence_audio_control(SR, seed=0, window_seconds=2.0, width=32)
+    text, audio = (torch.nn.functional.normalize(torch.randn(3, 384), dim=-1) for _ in range(2))
+    control.prior = PromptPrior(["a", "b", "c"], text, audio, 0.05)
+    control.save(tmp_path)
+    config = {"type": "sentence_audio", "dim": 384, "sample_rate": SR}
+    loaded = SentenceAudioControl.load(tmp_path, config)
+    assert loaded.prior.captions == ["a", "b", "c"] and loaded.prior.temperature == 0.05
+    assert torch.equal(loaded.prior.audio, audio) and torch.equal(loaded.prior.text, text)
+    prompts = ["a quiet evening", "a storm"]
+    assert torch.allclose(loaded.embed_prompt(prompts), control.embed_prompt(prompts))
+    files = json.loads((tmp_path / "config.json").read_text())
+    files["prompt_prior"]["captions"] = ["a", "b"]  # says 2 captions, the file holds 3
+    (tmp_path / "config.json").write_text(json.dumps(files))
+    with pytest.raises(CheckpointError, match="prior.safetensors"):
+        SentenceAudioControl.load(tmp_path, config)
+    files["prompt_prior"]["captions"] = ["a", "b", "c"]
+    (tmp_path / "config.json").write_text(json.dumps(files))
+    (tmp_path / "prior.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="prior.safetensors"):
+        SentenceAudioControl.load(tmp_path, config)
+
+
+def test_recipe_with_zero_steps_keeps_the_tower_and_fits_only_the_prior(tmp_path, capsys):
+    import soundfile
+
+    from media import make_video
+    from recipes.fit_control import main
+    from tokmusic.errors import ConfigError
+    from tokmusic.pipeline import Pipeline
+    from tokmusic.testing import tiny_pipeline
+
+    tiny_pipeline(0).save_pretrained(tmp_path / "pipe")
+    video = make_video(tmp_path / "v.mp4", 1, fps=4)
+    lines = []
+    for i, (rate, caption) in enumerate([(1.5, "a slow piece")] * 2 + [(8, "a fast piece")] * 2):
+        soundfile.write(tmp_path / f"{i}.wav", clicks(rate, 3, i).numpy(), SR)
+        lines.append(json.dumps({"video": str(video), "audio": f"{i}.wav", "text": caption, "split": "train"}))
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    common = [str(tmp_path / "m.jsonl"), "--batch-size", "4", "--crop-seconds", "2", "--sample-rate", str(SR),
+              "--quiet"]
+    with pytest.raises(ConfigError, match="--steps 0 keeps the pipeline's sentence_audio control"):
+        main(common + ["--pipeline", str(tmp_path / "pipe"), "--out", str(tmp_path / "x"), "--steps", "0"])
+    assert main(common + ["--pipeline", str(tmp_path / "pipe"), "--out", str(tmp_path / "a"), "--steps", "3",
+                          "--no-prior"]) == 0
+    assert Pipeline.from_pretrained(tmp_path / "a").control.prior is None
+    assert main(common + ["--pipeline", str(tmp_path / "a"), "--out", str(tmp_path / "b"), "--steps", "0",
+                          "--prior-temperature", "0.1"]) == 0
+    assert "--steps 0: the audio tower is kept as it is" in capsys.readouterr().out
+    a, b = (Pipeline.from_pretrained(tmp_path / d) for d in ("a", "b"))
+    assert b.control.prior.captions == ["a fast piece", "a slow piece"] and b.control.prior.temperature == 0.1
+    assert all(torch.equal(x, y) for x, y in zip(a.control.tower.state_dict().values(),
+                                                  b.control.tower.state_dict().values()))
+    for name in a.stages:  # the stages are kept: the audio embeddings they were trained on are the same
+        assert all(torch.equal(x, y) for x, y in zip(a.stages[name].state_dict().values(),
+                                                      b.stages[name].state_dict().values()))

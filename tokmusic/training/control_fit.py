@@ -160,6 +160,27 @@ def retrieval(control, waves: list[torch.Tensor], captions: list[str]) -> dict:
     }
 
 
+@torch.inference_mode()
+def fit_prompt_prior(control, waves: list[torch.Tensor], captions: list[str], *, temperature: float = 0.02,
+                     hop: float | None = None, progress: bool = False):
+    """The ``PromptPrior`` of ``control``: for each distinct caption, the mean audio embedding of its music, taken
+    in ``hop``-second chunks as preprocessing takes the training controls (default: preprocess's CONTROL_HOP)."""
+    from ..sentence_control import PromptPrior
+    from .preprocess import CONTROL_HOP
+
+    if not waves:
+        raise DataError("no captioned audio to fit the prompt prior on; give manifest items a \"text\" caption")
+    if not temperature > 0:
+        raise DataError(f"the prompt prior's temperature must be > 0, got {temperature}")
+    distinct = sorted(set(captions))
+    sums = torch.zeros(len(distinct), control.dim)
+    for wave, caption in tqdm(list(zip(waves, captions)), desc="prompt prior", unit="item", disable=not progress):
+        chunks = control.embed_audio_chunks(wave, control.sample_rate, CONTROL_HOP if hop is None else hop)
+        sums[distinct.index(caption)] += chunks.float().cpu().mean(0)
+    text = control.embed_text(distinct).float().cpu()
+    return PromptPrior(distinct, text, F.normalize(sums, dim=-1), float(temperature))
+
+
 def with_control(pipeline, control, seed: int = 0):
     """The pipeline with ``control`` as its text/audio embedder.
 
