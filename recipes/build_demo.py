@@ -92,7 +92,7 @@ def base_pipeline(seed: int):
 def main(argv: list[str] | None = None) -> int:
     p = RecipeParser(prog="recipes/build_demo.py", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="build directory (re-running the same command resumes)")
-    p.add_argument("--count", type=int, default=160, help="corpus clips")
+    p.add_argument("--count", type=int, default=320, help="corpus clips")
     p.add_argument("--valid", type=int, default=16, help="held-out corpus clips")
     p.add_argument("--codec-steps", type=int, default=1500)
     p.add_argument("--control-steps", type=int, default=600)
