@@ -96,25 +96,30 @@ def test_with_control_resizes_the_control_input():
             assert stage is old  # stages without a control token keep their weights
 
 
-def test_recipe_writes_a_pipeline_with_the_trained_control(tmp_path, capsys):
-    import json
-
+def clicks_world(tmp_path, per_caption: int, valid: tuple[int, ...] = ()) -> None:
+    """tmp_path/pipe (a tiny pipeline) and tmp_path/m.jsonl: ``per_caption`` slow then as many fast click tracks,
+    captioned, the items numbered in ``valid`` held out."""
     import soundfile
 
     from media import make_video
-    from recipes.fit_control import main
-    from tokmusic.pipeline import Pipeline
-    from tokmusic.sentence_control import SentenceAudioControl
     from tokmusic.testing import tiny_pipeline
 
     tiny_pipeline(0).save_pretrained(tmp_path / "pipe")
     video = make_video(tmp_path / "v.mp4", 1, fps=4)
     lines = []
-    for i, (rate, caption) in enumerate([(1.5, "a slow piece")] * 3 + [(8, "a fast piece")] * 3):
+    for i, (rate, caption) in enumerate([(1.5, "a slow piece")] * per_caption + [(8, "a fast piece")] * per_caption):
         soundfile.write(tmp_path / f"{i}.wav", clicks(rate, 3, i).numpy(), SR)
-        split = "valid" if i in (2, 5) else "train"
+        split = "valid" if i in valid else "train"
         lines.append(json.dumps({"video": str(video), "audio": f"{i}.wav", "text": caption, "split": split}))
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_recipe_writes_a_pipeline_with_the_trained_control(tmp_path, capsys):
+    from recipes.fit_control import main
+    from tokmusic.pipeline import Pipeline
+    from tokmusic.sentence_control import SentenceAudioControl
+
+    clicks_world(tmp_path, 3, valid=(2, 5))
     assert main([str(tmp_path / "m.jsonl"), "--pipeline", str(tmp_path / "pipe"), "--out", str(tmp_path / "out"),
                  "--steps", "3", "--batch-size", "4", "--crop-seconds", "2", "--sample-rate", str(SR),
                  "--quiet"]) == 0
@@ -176,21 +181,11 @@ def test_the_prompt_prior_is_saved_loaded_and_checked(tmp_path):
 
 
 def test_recipe_with_zero_steps_keeps_the_tower_and_fits_only_the_prior(tmp_path, capsys):
-    import soundfile
-
-    from media import make_video
     from recipes.fit_control import main
     from tokmusic.errors import ConfigError
     from tokmusic.pipeline import Pipeline
-    from tokmusic.testing import tiny_pipeline
 
-    tiny_pipeline(0).save_pretrained(tmp_path / "pipe")
-    video = make_video(tmp_path / "v.mp4", 1, fps=4)
-    lines = []
-    for i, (rate, caption) in enumerate([(1.5, "a slow piece")] * 2 + [(8, "a fast piece")] * 2):
-        soundfile.write(tmp_path / f"{i}.wav", clicks(rate, 3, i).numpy(), SR)
-        lines.append(json.dumps({"video": str(video), "audio": f"{i}.wav", "text": caption, "split": "train"}))
-    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    clicks_world(tmp_path, 2)
     common = [str(tmp_path / "m.jsonl"), "--batch-size", "4", "--crop-seconds", "2", "--sample-rate", str(SR),
               "--quiet"]
     with pytest.raises(ConfigError, match="--steps 0 keeps the pipeline's sentence_audio control"):
