@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{c['loss_elsewhere_reversed']:.4f}")
     controlled = {name: r["control"] for name, r in rows.items() if "control" in r}
     if controlled:
-        print("\ncontrol: own (the crop's music, as in training) / another clip's / none / the caption's text")
+        print("\ncontrol: own (the crop's music, as in training) / another clip's / none / the caption as a prompt")
         for name, c in controlled.items():
             text = "-"
             if "loss_text_control" in c:
@@ -123,15 +123,11 @@ def read_captions(path: str) -> dict[str, str]:
 def crop_captions(shards, count: int, captions: dict[str, str]) -> list[str] | None:
     """The captions of the first ``count`` held-out items (the clips ``held_out``'s crops come from), matched by
     the last components of their video paths; None unless every one has a caption."""
-    wanted = {Path(name).parts: text for name, text in captions.items()}
-    out = []
-    for entry in shards.entries("valid")[:count]:
-        parts = Path(entry["video"]).parts
-        text = next((t for key, t in wanted.items() if parts[-len(key):] == key), None)
-        if text is None:
-            return None
-        out.append(text)
-    return out
+    from tokmusic.evaluation.teacher_forced import by_video_path
+
+    caption_of = by_video_path(captions)
+    out = [caption_of(entry["video"]) for entry in shards.entries("valid")[:count]]
+    return None if None in out else out
 
 
 if __name__ == "__main__":

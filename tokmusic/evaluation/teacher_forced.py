@@ -1,7 +1,7 @@
 """Teacher-forced measurements of a stage on held-out crops: its logits at the positions ``Stage.loss`` scores,
 whether it uses its video (the loss with the true video against another clip's and against the frames played
 backwards) and whether it uses its control (the crop's own audio embedding against another clip's, none, or a
-caption's text embedding)."""
+caption as a prompt)."""
 
 from __future__ import annotations
 
@@ -90,12 +90,24 @@ def video_probe(stage, crops) -> dict:
             "frames_reversed_worse": float((backwards > true).float().mean())}
 
 
+def by_video_path(table: dict[str, object]):
+    """A lookup ``video path -> table value or None``, where a key matches a path it ends with (the whole path,
+    or its last components such as ``clips/0001.mp4`` as a manifest gives them)."""
+    wanted = {Path(key).parts: value for key, value in table.items()}
+
+    def lookup(video: str):
+        parts = Path(video).parts
+        return next((value for key, value in wanted.items() if parts[-len(key):] == key), None)
+
+    return lookup
+
+
 def control_probe(stage, crops, texts: torch.Tensor | None = None) -> dict:
     """Does ``stage`` use its control, and would a prompt stand in for it? Mean held-out loss with each crop's own
     control (the audio embedding of its music, as in training), with the control of the crop half a list away,
     with none (the null token), and, given ``texts`` (``[len(crops), Dc]``, e.g. each crop's caption through
-    ``control.embed_text``), with that text embedding; and the share of crops each change made worse. A stage
-    whose loss with a caption's text is no better than with none gets nothing from a prompt that says the same."""
+    ``control.embed_prompt``), with that embedding; and the share of crops each change made worse. A stage whose
+    loss with a caption is no better than with none gets nothing from a prompt that says the same."""
     n = len(crops)
 
     def control_of(cond: Conditioning, control: torch.Tensor | None) -> Conditioning:
@@ -130,10 +142,9 @@ def event_probe(stage, shards, events: dict[str, list[float]], radius: float = 0
     dataset = StageDataset(shards, stage.cfg, stage.cfg.window, "valid")
     sums = {key: [0.0, 0] for key in ("near_true", "near_reversed", "elsewhere_true", "elsewhere_reversed")}
     items = 0
-    wanted = {Path(key).parts: times for key, times in events.items()}
+    events_of = by_video_path(events)
     for index, entry in enumerate(dataset.entries):
-        parts = Path(entry["video"]).parts
-        times = next((t for key, t in wanted.items() if parts[-len(key):] == key), None)
+        times = events_of(entry["video"])
         if times is None:
             continue
         items += 1
