@@ -324,18 +324,18 @@ def test_given_semantic_tokens_are_what_the_later_stages_read(pipe, clip):
 def test_videos_decoded_together_are_the_music_of_each_alone(pipe, clip, tmp_path, monkeypatch):
     """generate_many: videos of the same length share each step, a shorter one goes in its own group, prompts
     and seeds go per video (None: no prompt), and each music is what generate gives for that video alone."""
-    import tokmusic.pipeline
+    import tokmusic.generation
 
     other = make_video(tmp_path / "other.mp4", 3.0, fps=10, rotation=90)  # other pictures
     short = make_video(tmp_path / "short.mp4", 1.5, fps=10)
     videos, prompts, seeds = [clip, short, other, clip], ["slow melancholic piano", None, None, "fast"], [3, 4, 5, 6]
-    batches, decode = [], tokmusic.pipeline.generate_long_batch
+    batches, decode = [], tokmusic.generation.generate_long_batch
 
     def counted(stage, total, condition, params, generators, on_step=None):
         batches.append(len(generators))
         return decode(stage, total, condition, params, generators, on_step)
 
-    monkeypatch.setattr(tokmusic.pipeline, "generate_long_batch", counted)
+    monkeypatch.setattr(tokmusic.generation, "generate_long_batch", counted)
     together = pipe.generate_many(videos, prompts, seeds=seeds, seconds=2, progress=False)
     assert batches == [3, 3, 3, 1, 1, 1]  # each stage: the three 2 s videos together, then the 1.5 s one
     alone = [pipe.generate(v, p, seed=s, seconds=2, progress=False) for v, p, s in zip(videos, prompts, seeds)]

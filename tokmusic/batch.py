@@ -240,8 +240,8 @@ def generate_batch(source: str | os.PathLike | Sequence[str | os.PathLike], out_
     desc = "videos" if world == 1 else f"videos (process {rank}/{world})"
     with tqdm(total=len(mine), desc=desc, unit="video", disable=not (progress and main), dynamic_ncols=True) as bar:
         for first in range(0, len(mine), videos_together):
-            jobs = []
-            for item in mine[first : first + videos_together]:
+            chunk, jobs = mine[first : first + videos_together], []
+            for item in chunk:
                 summary.videos += 1
                 outs = output_paths(item, out_dir, format, num_samples)
                 todo = [(k, out) for k, out in enumerate(outs, 1) if overwrite or not out.exists()]
@@ -253,7 +253,7 @@ def generate_batch(source: str | os.PathLike | Sequence[str | os.PathLike], out_
                                                 written=summary.written, **sampling):
                 summary.failed.append((video, reason))
                 say(failure_line(video, reason))
-            bar.update(min(videos_together, len(mine) - first))
+            bar.update(len(chunk))
 
     if state is not None:
         summary = _gather(summary, state)

@@ -8,27 +8,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from . import __version__
 from .compatibility import PipelineShape, compatibility_problems
 from .stage_files import load_stage, read_stage_config, write_stage_files
 from .errors import CheckpointError, ConfigError, TokmusicError
 from .fileio import atomic_dir, check_output, check_replaceable, read_json, write_json
+from .generation import request_tokens
 from .music import Music
 from .schema import MAX_SEED, Field, check, check_generate_arguments, check_object, inside, pipeline_fields, shown
 from .sampling import SamplingParams
-from .conditioning import Conditioning, Track, collate_inputs, window_inputs
-from .sliding_window import generate_long_batch
 from .stage import STAGES, Stage
-from .windows import token_count, total_steps
 
 FORMAT_VERSION = 1
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "cfg_scale")
@@ -301,86 +297,14 @@ class Pipeline:
         for prompt, seed in zip(prompts, seeds):
             check_generate_arguments(prompt=prompt, seed=seed, seconds=seconds, progress=progress)
         requests = list(zip(videos, prompts, seeds))
-        return [self._decode(tokens) for tokens in self._tokens_of(requests, seconds, progress, sampling)]
+        return [self._decode(tokens) for tokens in request_tokens(self, requests, seconds, progress, sampling)]
 
     def _tokens(self, video, prompt, seeds: list[int], seconds, progress: bool, sampling: dict,
                 given: dict[str, torch.Tensor] | None = None) -> list[dict]:
         """The tokens of one sample per seed of one video, all samples decoded together, stage after stage.
         ``given`` maps a stage name to the tokens to use instead of generating them (every sample gets the same;
         the evaluation uses it to run the later stages on the truth's tokens)."""
-        return self._tokens_of([(video, prompt, seed) for seed in seeds], seconds, progress, sampling, given)
-
-    def _tokens_of(self, requests: list[tuple], seconds, progress: bool, sampling: dict,
-                   given: dict[str, torch.Tensor] | None = None) -> list[dict]:
-        """The tokens of each (video, prompt, seed) request. Each video is read and each prompt embedded once;
-        requests whose music has the same number of tokens at every stage are decoded together."""
-        from .video import probe
-        from .visual_encoders import extract_features
-
-        params = self._sampling(sampling)
-        controls = {prompt: self._embed_prompt(prompt) for prompt in dict.fromkeys(p for _, p, _ in requests)}
-        videos: dict[str, dict] = {}  # path -> the video's track fields and duration
-        with torch.inference_mode():
-            for video, _, _ in requests:
-                info = probe(video)  # VideoError for anything but a readable video (cached: once per video)
-                key = os.fspath(video)
-                if key in videos:
-                    continue
-                duration = info.duration if seconds is None else min(float(seconds), info.duration)
-                feats = extract_features(video, self.visual_encoder, self.fps, seconds=duration, progress=progress)
-                videos[key] = dict(features=feats.features.float().cpu(), times=feats.timestamps.float(),
-                                   duration=duration)
-        groups: dict[tuple, list[int]] = {}  # token counts at every stage -> the requests of that length
-        for i, (video, _, _) in enumerate(requests):
-            duration = videos[os.fspath(video)]["duration"]
-            lengths = tuple(token_count(duration, self.stages[name].cfg.target_rate) for name in STAGES)
-            groups.setdefault(lengths, []).append(i)
-        out: list[dict] = [{} for _ in requests]
-        for members in groups.values():
-            tracks = []
-            for i in members:
-                video, prompt, _ = requests[i]
-                fields = videos[os.fspath(video)]
-                tracks.append(dict(features=fields["features"], times=fields["times"], control=controls[prompt],
-                                   duration=fields["duration"]))
-            seeds = [requests[i][2] for i in members]
-            for i, tokens in zip(members, self._decode_together(tracks, seeds, params, progress, given)):
-                out[i] = tokens
-        return out
-
-    def _decode_together(self, inputs: list[dict], seeds: list[int], params: dict[str, SamplingParams],
-                         progress: bool, given: dict[str, torch.Tensor] | None) -> list[dict]:
-        """Tokens for samples of the same length (``inputs``: each one's features, times, control and duration),
-        decoded together stage after stage; samples of one video and prompt share one conditioning."""
-        duration = inputs[0]["duration"]
-        same = all(x["features"] is inputs[0]["features"] and x["control"] is inputs[0]["control"] for x in inputs)
-        video_tracks = [{k: v for k, v in x.items() if k != "duration"} for x in (inputs[:1] if same else inputs)]
-        samples: list[dict] = [{"duration": x["duration"]} for x in inputs]
-        with torch.inference_mode():
-            tracks = [Track(**fields) for fields in video_tracks]  # batch 1 when every sample reads the same
-            for name in STAGES:
-                stage = self.stages[name]
-                weight = stage.segment.weight
-
-                def condition(t0: float, t1: float, stage=stage, tracks=tracks, weight=weight) -> Conditioning:
-                    batch = collate_inputs([window_inputs(stage.cfg, track, t0, t1) for track in tracks])
-                    return Conditioning(**batch).to(weight.device, weight.dtype)
-
-                generators = [torch.Generator(weight.device).manual_seed(stage_seed(seed, name)) for seed in seeds]
-                total = token_count(duration, stage.cfg.target_rate)
-                if given and name in given:
-                    out = [given[name][..., :total].to(weight.device) for _ in seeds]
-                else:
-                    with tqdm(total=total_steps(stage, total), desc=name, unit="step", disable=not progress,
-                              leave=False) as bar:
-                        out = generate_long_batch(stage, total, condition, params[name], generators, bar.update)
-                for sample, tokens in zip(samples, out):
-                    sample[name] = tokens
-                # the next stage reads this one's output: semantic -> coarse, coarse -> fine
-                fields = video_tracks * len(out) if same else video_tracks
-                rate = stage.cfg.target_rate
-                tracks = [Track(**f, source=tokens, source_rate=rate) for f, tokens in zip(fields, out)]
-        return samples
+        return request_tokens(self, [(video, prompt, seed) for seed in seeds], seconds, progress, sampling, given)
 
     def _decode(self, tokens: dict) -> Music:
         """The waveform of one sample's tokens, cut to its duration."""
@@ -399,13 +323,6 @@ class Pipeline:
             raise ConfigError("this pipeline has no text embedder, so it cannot follow a prompt; pass prompt=None")
         with torch.inference_mode():
             return self.control.embed_prompt([prompt])
-
-
-def stage_seed(seed: int, name: str) -> int:
-    """The seed of stage ``name``'s sampling for a generation seeded ``seed``: independent streams per stage
-    (``seed + index`` would make seed 1's coarse stream seed 2's semantic stream)."""
-    digest = hashlib.sha256(f"tokmusic:{seed}:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
