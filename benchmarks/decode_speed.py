@@ -5,6 +5,7 @@
     python benchmarks/decode_speed.py --config 42m --samples 4     # 4 samples of one conditioning at once
     python benchmarks/decode_speed.py --config 42m --threads 2     # both on 2 CPU threads
     python benchmarks/decode_speed.py --config 42m --weights int8  # both decoders with tokmusic's int8 Linear
+    python benchmarks/decode_speed.py --config 42m --compile       # our decode step through torch.compile
     python benchmarks/decode_speed.py --config 42m --profile       # where a tokmusic decode step's time goes
 
 Both models have random weights and the same width, layers, heads, FFN, codebooks, vocabulary and memory
@@ -150,7 +151,7 @@ def time_hf(model, ids: torch.Tensor, steps: int, device: torch.device, samples:
 
 
 def run(name: str, d: Dims, steps: int, repeats: int, device: torch.device, dtype: torch.dtype,
-        samples: int = 1, weights: str = "fp32") -> dict:
+        samples: int = 1, weights: str = "fp32", compiled: bool = False) -> dict:
     torch.manual_seed(0)
     stage, cond = our_stage(d)
     stage.to(device, dtype)
@@ -166,7 +167,7 @@ def run(name: str, d: Dims, steps: int, repeats: int, device: torch.device, dtyp
         quantize_linears(model.decoder)
     ids = ids.to(device)
     timesteps = steps - (d.codebooks - 1)  # the delay pattern adds K - 1 steps
-    time_ours(stage, cond, 8, device)  # warm-up
+    time_ours(stage, cond, timesteps if compiled else 8, device, samples)  # warm-up (compiles the measured shape)
     time_hf(model, ids, 8, device)
     ours, hf = float("inf"), float("inf")
     for _ in range(repeats):  # alternate, so both see the same machine load
@@ -176,7 +177,7 @@ def run(name: str, d: Dims, steps: int, repeats: int, device: torch.device, dtyp
     return {
         "config": {"name": name, **vars(d), "decoder_params": params, "steps": steps, "samples": samples,
                    "cfg": True, "top_k": 250,
-                   "dtype": str(dtype).removeprefix("torch."), "weights": weights,
+                   "dtype": str(dtype).removeprefix("torch."), "weights": weights, "compiled_ours": compiled,
                    "threads": threads(d, device, weights)},
         "device": device_name(device),
         "ours_steps_per_s": steps / ours,
@@ -249,9 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="CPU threads for both (default: each side's own choice)")
     parser.add_argument("--weights", choices=["fp32", "int8"], default="fp32",
                         help="int8: both decoders with tokmusic's int8 Linear layers (CPU)")
+    parser.add_argument("--compile", action="store_true", help="our decode step through torch.compile "
+                        "(TOKMUSIC_COMPILE=1; compiled before timing); MusicGen stays eager")
     parser.add_argument("--profile", action="store_true", help="instead: where a tokmusic decode step's time goes")
     parser.add_argument("--json", action="store_true", help="print one JSON object per config")
     args = parser.parse_args(argv)
+    if args.compile:
+        os.environ["TOKMUSIC_COMPILE"] = "1"
     if args.threads:
         torch.set_num_threads(args.threads)
         tokmusic.decoding.SINGLE_THREAD_DECODE_BELOW = 0  # tokmusic keeps torch's thread count
@@ -269,12 +274,14 @@ def main(argv: list[str] | None = None) -> int:
             for kind, ms in result["ms_per_step_by_kind"].items():
                 print(f"  {kind:52s} {ms:6.2f} ms  {ms / result['ms_per_step_profiled']:6.1%}")
             continue
-        result = run(name, CONFIGS[name], steps, args.repeats, device, dtype, args.samples, args.weights)
+        result = run(name, CONFIGS[name], steps, args.repeats, device, dtype, args.samples, args.weights,
+                     args.compile)
         if args.json:
             print(json.dumps(result))
         else:
             c = result["config"]
             print(f"{name} ({c['decoder_params'] / 1e6:.0f} M decoder params, {c['dtype']}, {c['weights']} weights, "
+                  f"{'compiled' if args.compile else 'eager'} tokmusic, "
                   f"{args.samples} sample(s), "
                   f"threads {c['threads']['tokmusic']}/{c['threads']['musicgen']}, {result['device']}): "
                   f"tokmusic {result['ours_steps_per_s']:.1f} steps/s, transformers MusicGen "

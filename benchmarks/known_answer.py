@@ -1,7 +1,7 @@
 """Does the music follow the video? The demo world's known-answer benchmark, side by side with baselines.
 
     python recipes/demo_corpus.py --out /tmp/demo-corpus          # or the corpus recipes/build_demo.py made
-    python benchmarks/known_answer.py --corpus /tmp/demo-corpus [--pipeline DIR] [--against DIR] [--clips 16] [--json]
+    python benchmarks/known_answer.py --corpus /tmp/demo-corpus [--pipeline DIR] [--against DIR] [--clips N] [--json]
 
 On the corpus's held-out clips (held-out chorales shown with held-out photographs; see recipes/demo_corpus.py
 for the correspondences) it compares, in one run:
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", required=True, help="a corpus written by recipes/demo_corpus.py")
     p.add_argument("--pipeline", help="pipeline directory (default: tokmusic's bundled default)")
     p.add_argument("--against", help="another pipeline directory, measured in the same run (row 'against')")
-    p.add_argument("--clips", type=int, default=16, help="held-out clips to use (at most all of them)")
+    p.add_argument("--clips", type=int, help="held-out clips to use (default: all of them)")
     p.add_argument("--seconds", type=float, help="only the first SECONDS of each clip (default: all)")
     p.add_argument("--prompt-clips", type=int, default=8, help="clips for the text-control test (d)")
     p.add_argument("--prompt-seconds", type=float, default=12.0, help="seconds generated per prompt in (d)")

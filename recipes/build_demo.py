@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="build directory (re-running the same command resumes)")
     p.add_argument("--count", type=int, default=320, help="corpus clips")
     p.add_argument("--valid", type=int, default=16, help="held-out corpus clips")
+    p.add_argument("--unpaired", type=int, default=0, help="extra training clips whose camera speed and colour "
+                   "are drawn apart from the music (they teach text control; recipes/demo_corpus.py)")
     p.add_argument("--codec-steps", type=int, default=1500)
     p.add_argument("--control-steps", type=int, default=600)
     p.add_argument("--stage-steps", type=int, help="training steps of each stage (default: each card's max_steps)")
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 
     actions = {
         "corpus": lambda: recipe("demo_corpus")(["--out", str(out / "corpus"), "--count", str(args.count),
-                                                 "--valid", str(args.valid), "--seed", str(args.seed)] + quiet),
+                                                 "--valid", str(args.valid), "--unpaired", str(args.unpaired),
+                                                 "--seed", str(args.seed)] + quiet),
         "base": lambda: base_pipeline(args.seed).save_pretrained(out / "base") or 0,
         "semantic": lambda: recipe("fit_semantic")([manifest, "--pipeline", str(out / "base"), "--out",
                                                     str(out / "with-semantic"), "--clusters",

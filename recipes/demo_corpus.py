@@ -1,6 +1,6 @@
 """Render the demo world: Bach chorales played to photographs, with video-to-music correspondences that are known.
 
-    python recipes/demo_corpus.py --out DIR [--count 120] [--valid 16] [--seed 0] [--max-seconds 30]
+    python recipes/demo_corpus.py --out DIR [--count 120] [--valid 16] [--unpaired 0] [--seed 0] [--max-seconds 30]
 
 Needs the packages that hold the data (not tokmusic dependencies):
 
@@ -27,6 +27,13 @@ The correspondences, each one observable in the video and checkable in the music
 Captions come from the score: tempo word, instrument and mode, e.g. "a fast Bach chorale in a minor key played on
 church organ". The last ``--valid`` chorales are held out, and they are shown only with the held-out
 photographs ``VALID_IMAGES``, which no training clip uses.
+
+**Unpaired clips** (``--unpaired N``, training only): N more renderings of the first N training chorales, each at
+a fresh tempo and instrument, whose camera speed and colour grade are drawn on their own instead of from the
+music (their cuts still start the phrases). In them only the caption, or the music itself, says the tempo and
+the instrument, so a stage that reads a control learns to let it override the video: what a text prompt needs.
+Their truth holds the music's ``tempo`` and ``instrument`` and the video's ``video_tempo`` and
+``video_instrument``; they are named ``clips/unpaired-NNNN.mp4``.
 
 Writes DIR/clips/NNNN.mp4 (H.264 at ``--fps``, lossless ALAC audio), DIR/manifest.jsonl (video, text, split) and
 DIR/truth.json (per clip: tempo, beat times, cut times, phrase ends, instrument, mode, caption, photographs).
@@ -55,6 +62,7 @@ VELOCITY = 90
 TRAIN_IMAGES = ("astronaut", "brick", "camera", "chelsea", "coins", "grass", "hubble_deep_field",
                 "immunohistochemistry", "retina", "colorwheel", "cell", "clock", "logo", "shepp_logan_phantom")
 VALID_IMAGES = ("coffee", "horse", "moon", "rocket", "gravel")
+UNPAIRED_INDEX = 100_000  # unpaired clip j draws from the seed and index UNPAIRED_INDEX + j
 
 
 def tempo_word(bpm: float) -> str:
@@ -193,8 +201,9 @@ def scene_frames(img, size: int, pixels_per_second: float, fps: int, count: int,
 
 
 def make_clip(path: Path, index: int, chorale: str, split: str, seed: int, max_seconds: float, size: int,
-              fps: int) -> dict | None:
-    """Render one clip to ``path`` (atomically); its ground truth, or None when the chorale is unusable."""
+              fps: int, unpaired: bool = False) -> dict | None:
+    """Render one clip to ``path`` (atomically); its ground truth, or None when the chorale is unusable.
+    ``unpaired``: the camera speed and colour grade are drawn apart from the music's tempo and instrument."""
     import numpy as np
 
     read = read_chorale(chorale)
@@ -204,14 +213,19 @@ def make_clip(path: Path, index: int, chorale: str, split: str, seed: int, max_s
     rng = np.random.default_rng([seed, index])
     bpm = float(rng.uniform(*TEMPO_RANGE))
     instrument = ("piano", "organ")[int(rng.integers(2))]
+    video_bpm, video_instrument = bpm, instrument
+    if unpaired:
+        drawn = np.random.default_rng([seed, index, 2])
+        video_bpm = float(drawn.uniform(*TEMPO_RANGE))
+        video_instrument = ("piano", "organ")[int(drawn.integers(2))]
     breaths = np.random.default_rng([seed, index, 1]).integers(1, MAX_BREATH_BEATS + 1, size=len(ends) + 1)
     plan = plan_clip(notes, ends, bpm, max_seconds, [int(b) for b in breaths])
     duration = plan["duration"]
     pool = VALID_IMAGES if split == "valid" else TRAIN_IMAGES
     bounds = [0.0] + plan["cuts"] + [duration]
     names = [str(n) for n in rng.choice(pool, size=len(bounds) - 1, replace=len(bounds) - 1 > len(pool))]
-    gain, offset = (np.array(v, dtype=np.float32) for v in TINTS[instrument])
-    speed = bpm / 60.0 * PAN_PIXELS_PER_BEAT
+    gain, offset = (np.array(v, dtype=np.float32) for v in TINTS[video_instrument])
+    speed = video_bpm / 60.0 * PAN_PIXELS_PER_BEAT
     total = int(round(duration * fps))
     frames = []
     for k, name in enumerate(names):
@@ -225,10 +239,13 @@ def make_clip(path: Path, index: int, chorale: str, split: str, seed: int, max_s
     write_av(tmp, len(graded), graded.__getitem__, wave, fps, size, SAMPLE_RATE, audio_codec="alac")
     os.replace(tmp, path)
     r = lambda xs: [round(float(x), 4) for x in xs]  # noqa: E731
-    return {"chorale": os.path.basename(chorale), "split": split, "tempo": round(bpm, 3), "instrument": instrument,
+    info = {"chorale": os.path.basename(chorale), "split": split, "tempo": round(bpm, 3), "instrument": instrument,
             "mode": mode, "caption": caption, "duration": round(duration, 4), "beats": r(plan["beats"]),
             "cuts": r(plan["cuts"]), "phrase_ends": r(plan["phrase_ends"]), "photographs": names,
             "pan_pixels_per_second": round(speed, 3)}
+    if unpaired:
+        info.update(unpaired=True, video_tempo=round(video_bpm, 3), video_instrument=video_instrument)
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--count", type=int, default=120, help="clips (one chorale each)")
     p.add_argument("--valid", type=int, default=16, help="held-out clips: the last chorales, held-out photographs")
+    p.add_argument("--unpaired", type=int, default=0,
+                   help="extra training clips whose camera speed and colour are drawn apart from the music")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-seconds", type=float, default=30.0, help="whole phrases are kept up to this length")
     p.add_argument("--size", type=int, default=192, help="video width and height")
@@ -244,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.count < 2 or not 0 < args.valid < args.count:
         p.error(f"need --count >= 2 and 0 < --valid < --count, got {args.count} and {args.valid}")
+    if not 0 <= args.unpaired <= args.count - args.valid:
+        p.error(f"need 0 <= --unpaired <= the training clips ({args.count - args.valid}), got {args.unpaired}")
     if args.max_seconds < 5 or args.size < 32 or args.fps < 1:
         p.error("need --max-seconds >= 5, --size >= 32 and --fps >= 1")
     try:
@@ -266,8 +287,25 @@ def main(argv: list[str] | None = None) -> int:
     plan += [(args.count - args.valid + j, "valid") for j in range(args.valid)]
     train_paths, valid_paths = iter(paths), iter(reversed(paths))
     used: set[str] = set()
-    bar = tqdm(plan, desc="clips", unit="clip", disable=args.quiet)
-    for index, split in bar:
+    chosen: list[str] = []  # this run's clips, in order
+    train_chorales: list[str] = []
+
+    def keep(name: str, index: int, chorale: str, split: str, unpaired: bool = False) -> bool:
+        """Whether clip ``name`` is (now) on disk with ``chorale``; False when the chorale is unusable."""
+        if (name in truth and truth[name]["chorale"] == os.path.basename(chorale) and (out / name).exists()
+                and truth[name].get("unpaired", False) == unpaired):
+            return True
+        info = make_clip(out / name, index, chorale, split, args.seed, args.max_seconds, args.size, args.fps, unpaired)
+        if info is None:
+            return False
+        truth[name] = info
+        tmp = truth_path.with_suffix(".partial")
+        tmp.write_text(json.dumps({"sample_rate": SAMPLE_RATE, "fps": args.fps, "clips": truth}) + "\n")
+        os.replace(tmp, truth_path)
+        return True
+
+    bar = tqdm(total=len(plan) + args.unpaired, desc="clips", unit="clip", disable=args.quiet)
+    for index, split in plan:
         name = f"clips/{index:04d}.mp4"
         source = train_paths if split == "train" else valid_paths
         while True:  # the next usable chorale of this split
@@ -277,20 +315,22 @@ def main(argv: list[str] | None = None) -> int:
             if chorale in used:
                 continue
             used.add(chorale)
-            if name in truth and truth[name]["chorale"] == os.path.basename(chorale) and (out / name).exists():
+            if keep(name, index, chorale, split):
                 break
-            info = make_clip(out / name, index, chorale, split, args.seed, args.max_seconds, args.size, args.fps)
-            if info is not None:
-                truth[name] = info
-                tmp = truth_path.with_suffix(".partial")
-                tmp.write_text(json.dumps({"sample_rate": SAMPLE_RATE, "fps": args.fps, "clips": truth}) + "\n")
-                os.replace(tmp, truth_path)
-                break
-    lines = [{"video": name, "text": truth[name]["caption"], "split": truth[name]["split"]}
-             for name in sorted(truth) if int(name[6:10]) < args.count]
+        chosen.append(name)
+        if split == "train":
+            train_chorales.append(chorale)
+        bar.update()
+    for j, chorale in enumerate(train_chorales[: args.unpaired]):
+        name = f"clips/unpaired-{j:04d}.mp4"
+        keep(name, UNPAIRED_INDEX + j, chorale, "train", unpaired=True)  # the chorale rendered before, so usable
+        chosen.append(name)
+        bar.update()
+    bar.close()
+    lines = [{"video": name, "text": truth[name]["caption"], "split": truth[name]["split"]} for name in sorted(chosen)]
     (out / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     seconds = sum(truth[line["video"]]["duration"] for line in lines)
-    print(f"wrote {len(lines)} clips ({args.valid} held out, {seconds / 60:.1f} min of music) and "
+    print(f"wrote {len(lines)} clips ({args.valid} held out, {args.unpaired} unpaired, {seconds / 60:.1f} min of music) and "
           f"{out / 'manifest.jsonl'}; ground truth in {truth_path}")
     return 0
 

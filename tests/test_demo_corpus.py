@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("music21")
 pytest.importorskip("tinysoundfont")
@@ -11,20 +12,23 @@ pytest.importorskip("skimage")
 
 from scripts import load_script  # noqa: E402
 from tokmusic.audio import load_audio  # noqa: E402
+from tokmusic.errors import ConfigError  # noqa: E402
 from tokmusic.evaluation.structure import pause_ends  # noqa: E402
 from tokmusic.evaluation.video_events import analyze_video  # noqa: E402
-from tokmusic.video import probe  # noqa: E402
+from tokmusic.video import probe, read_frames  # noqa: E402
 
 
 def demo_corpus():
     return load_script("recipes/demo_corpus.py")
 
 
+ARGS = ["--count", "3", "--valid", "1", "--unpaired", "1", "--max-seconds", "8", "--size", "64", "--quiet"]
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    args = ["--out", str(out), "--count", "3", "--valid", "1", "--max-seconds", "8", "--size", "64", "--quiet"]
-    assert demo_corpus().main(args) == 0
+    assert demo_corpus().main(["--out", str(out)] + ARGS) == 0
     return out
 
 
@@ -32,17 +36,34 @@ def test_manifest_truth_and_held_out_split(corpus):
     dc = demo_corpus()
     lines = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
     truth = json.loads((corpus / "truth.json").read_text())["clips"]
-    assert [line["split"] for line in lines] == ["train", "train", "valid"]
-    assert len({truth[line["video"]]["chorale"] for line in lines}) == 3  # no chorale twice
+    assert [line["video"] for line in lines] == ["clips/0000.mp4", "clips/0001.mp4", "clips/0002.mp4",
+                                                  "clips/unpaired-0000.mp4"]
+    assert [line["split"] for line in lines] == ["train", "train", "valid", "train"]
+    assert len({truth[line["video"]]["chorale"] for line in lines[:3]}) == 3  # no chorale twice among the paired
     for line in lines:
         clip = truth[line["video"]]
-        assert line["text"] == clip["caption"]
+        assert line["text"] == clip["caption"]  # the caption says what the music does
         assert f"a {dc.tempo_word(clip['tempo'])} Bach chorale" in clip["caption"]
         assert dc.INSTRUMENT_WORDS[clip["instrument"]] in clip["caption"]
-        assert clip["pan_pixels_per_second"] == pytest.approx(clip["tempo"] / 60 * dc.PAN_PIXELS_PER_BEAT, abs=1e-3)
+        video_tempo = clip.get("video_tempo", clip["tempo"])  # the camera follows the music unless unpaired
+        assert clip["pan_pixels_per_second"] == pytest.approx(video_tempo / 60 * dc.PAN_PIXELS_PER_BEAT, abs=1e-3)
         pool = dc.VALID_IMAGES if clip["split"] == "valid" else dc.TRAIN_IMAGES
         assert set(clip["photographs"]) <= set(pool)
         assert len(clip["photographs"]) == len(clip["cuts"]) + 1 >= 2
+
+
+def test_unpaired_clip_renders_a_training_chorale_afresh_with_the_camera_and_colour_drawn_apart(corpus):
+    dc = demo_corpus()
+    truth = json.loads((corpus / "truth.json").read_text())["clips"]
+    free, first = truth["clips/unpaired-0000.mp4"], truth["clips/0000.mp4"]
+    assert free["unpaired"] and free["split"] == "train" and free["chorale"] == first["chorale"]
+    assert free["tempo"] != first["tempo"] and abs(free["video_tempo"] - free["tempo"]) > 1.0
+    assert free["video_instrument"] in dc.TINTS and set(free["photographs"]) <= set(dc.TRAIN_IMAGES)
+    assert not any("unpaired" in truth[f"clips/{i:04d}.mp4"] for i in range(3))
+    # the colour grade is the video's instrument: warm (red over blue) for piano, cool for organ
+    frames = torch.cat([f for f, _ in read_frames(corpus / "clips/unpaired-0000.mp4", fps=2, size=32)]).float()
+    red, blue = frames[..., 0].mean(), frames[..., 2].mean()
+    assert (red > blue) == (free["video_instrument"] == "piano")
 
 
 def test_cuts_fall_where_the_music_breathes(corpus):
@@ -67,9 +88,15 @@ def test_same_arguments_same_clip_and_rerun_keeps_files(corpus, tmp_path):
     again = dc.make_clip(tmp_path / "again.mp4", 0, chorale, "train", 0, 8.0, 64, 8)
     assert again == first
     np.testing.assert_array_equal(load_audio(tmp_path / "again.mp4", 16000, 1), load_audio(corpus / "clips/0000.mp4", 16000, 1))
-    args = ["--out", str(corpus), "--count", "3", "--valid", "1", "--max-seconds", "8", "--size", "64", "--quiet"]
-    assert dc.main(args) == 0
+    free = (corpus / "clips/unpaired-0000.mp4").stat().st_mtime_ns
+    assert dc.main(["--out", str(corpus)] + ARGS) == 0
     assert (corpus / "clips/0000.mp4").stat().st_mtime_ns == mtime
+    assert (corpus / "clips/unpaired-0000.mp4").stat().st_mtime_ns == free
+
+
+def test_unpaired_count_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match="--unpaired"):
+        demo_corpus().main(["--out", str(tmp_path), "--count", "3", "--valid", "1", "--unpaired", "3"])
 
 
 def test_breaths_last_whole_beats_of_varying_length():

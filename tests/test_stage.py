@@ -209,6 +209,26 @@ def test_cuda_graph_decoding_changes_no_token(kind, monkeypatch):
     assert torch.equal(runs["1"][0], runs["0"][0]) and torch.equal(runs["1"][1], runs["0"][1])
 
 
+def test_compiled_decoding_changes_no_token(monkeypatch):
+    """TOKMUSIC_COMPILE=1 runs the one-step decode through torch.compile (CPU here): greedy and seeded sampled
+    tokens are those of eager decoding, and a second window of the same length reuses the compiled step."""
+    torch.manual_seed(0)
+    stage = Stage(stage_config("coarse")).eval()
+    cond = conditioning("coarse", b=1)
+    prompt = torch.randint(0, stage.cfg.target_vocab, (stage.cfg.target_codebooks, 3))
+    runs = {}
+    for flag in ("0", "1", "1"):
+        monkeypatch.setenv("TOKMUSIC_COMPILE", flag)
+        greedy = stage.generate(cond, 12, prompt, SamplingParams(temperature=0.0))
+        sampled = stage.generate(cond, 12, prompt, SamplingParams(temperature=1.0, top_k=8, cfg_scale=2.0),
+                                 torch.Generator().manual_seed(1))
+        runs.setdefault(flag, []).append((greedy, sampled))
+    eager, (compiled, again) = runs["0"][0], runs["1"]
+    assert "_compiled_step_at" in stage.__dict__
+    for run in (compiled, again):
+        assert torch.equal(run[0], eager[0]) and torch.equal(run[1], eager[1])
+
+
 def test_config_errors():
     with pytest.raises(ConfigError, match="kind"):
         StageConfig("loud", target_vocab=4, target_codebooks=1, target_rate=1.0, visual_dim=4)

@@ -1,4 +1,4 @@
-"""How a stage's decode steps run on the hardware: CPU threads, weight layout, CUDA graphs.
+"""How a stage's decode steps run on the hardware: CPU threads, weight layout, compilation, CUDA graphs.
 
 They change how fast a step runs, not its inputs or the values of its weights; each is measured in
 ``benchmarks/decode_speed.py`` and ``benchmarks/generation_speed.py`` (README, Speed).
@@ -54,6 +54,15 @@ def cuda_graphs_enabled() -> bool:
     (off by default until its speed and its token-for-token agreement with eager decoding have been measured on
     a GPU: ``tests/test_stage.py::test_cuda_graph_decoding_changes_no_token``)."""
     return os.environ.get("TOKMUSIC_CUDA_GRAPHS", "0") == "1"
+
+
+def compile_enabled() -> bool:
+    """Whether each stage runs its one-step decode (``Transformer.step_at``) through ``torch.compile``: opt in
+    with ``TOKMUSIC_COMPILE=1``. Every step has the same shapes, so a stage compiles once per window length (tens
+    of seconds on a CPU, paid by the first window of that length) and then replays fused kernels; the tokens are
+    the same (``tests/test_stage.py::test_compiled_decoding_changes_no_token``). Worth it for long videos and
+    batches, not for one short clip (README, Speed)."""
+    return os.environ.get("TOKMUSIC_COMPILE", "0") == "1"
 
 
 def capture(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conditioning import Conditioning
-from .decoding import capture, column_major_weights, cuda_graphs_enabled, decode_threads
+from .decoding import capture, column_major_weights, compile_enabled, cuda_graphs_enabled, decode_threads
 from .errors import ConfigError
 from .lst_fusion import LSTConfig, LSTFusion
 from .patterns import get_pattern
@@ -303,6 +303,14 @@ class Stage(nn.Module):
         finally:
             self.train(was_training)
 
+    def _step_at(self) -> Callable:
+        """The decoder's fixed-shape step; with ``TOKMUSIC_COMPILE=1`` compiled, once per stage."""
+        if not compile_enabled():
+            return self.decoder.step_at
+        if self.__dict__.get("_compiled_step_at") is None:
+            self.__dict__["_compiled_step_at"] = torch.compile(self.decoder.step_at, dynamic=False)
+        return self.__dict__["_compiled_step_at"]
+
     def _generate(self, cond, timesteps, prompts, params, generators, on_step) -> torch.Tensor:
         cfg = self.cfg
         k_, v_ = cfg.target_codebooks, cfg.target_vocab
@@ -353,9 +361,11 @@ class Stage(nn.Module):
         # one decode step with fixed shapes: columns [n, K] in, logits [n, K, V] out, for cache slot at [1]
         column, at = seq[..., 0].clone(), torch.zeros(1, dtype=torch.long, device=device)
 
+        step_at = self._step_at()
+
         def step() -> torch.Tensor:
             x = embed(column.unsqueeze(-1))
-            return mixed(self.decoder.step_at(x, at, state))
+            return mixed(step_at(x, at, state))
 
         if steps - first > 1 and device.type == "cuda" and cuda_graphs_enabled():
             at.fill_(first + 1)
