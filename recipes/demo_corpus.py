@@ -330,8 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [{"video": name, "text": truth[name]["caption"], "split": truth[name]["split"]} for name in sorted(chosen)]
     (out / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     seconds = sum(truth[line["video"]]["duration"] for line in lines)
-    print(f"wrote {len(lines)} clips ({args.valid} held out, {args.unpaired} unpaired, {seconds / 60:.1f} min of music) and "
-          f"{out / 'manifest.jsonl'}; ground truth in {truth_path}")
+    print(f"wrote {len(lines)} clips ({args.valid} held out, {args.unpaired} unpaired, {seconds / 60:.1f} min of "
+          f"music) and {out / 'manifest.jsonl'}; ground truth in {truth_path}")
     return 0
 
 
