@@ -149,10 +149,21 @@ def _run_batch(args: argparse.Namespace) -> int:
                              seconds=args.seconds, num_samples=1 if args.num_samples is None else args.num_samples,
                              overwrite=bool(args.overwrite), format=args.format or "wav", progress=not args.quiet,
                              videos_together=1 if args.batch_size is None else args.batch_size, **sampling)
+    _leave_process_group()
     if not summary.is_main:
         return 0  # process 0 of the group reports the batch: its summary and exit status cover every process
     print(summary.line(), flush=True)
     return 0 if summary.ok else 1
+
+
+def _leave_process_group() -> None:
+    """Tear down the process group the batch gathered its counts over, all processes together, so that none exits
+    while another still holds a connection to it (gloo then aborts the late one at exit)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _run_app(args: argparse.Namespace) -> int:
