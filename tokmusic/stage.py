@@ -151,6 +151,7 @@ class Stage(nn.Module):
         block = dict(d_model=d, n_heads=cfg.n_heads, d_ff=cfg.d_ff, dropout=cfg.dropout)
         self.encoder = Transformer(TransformerConfig(n_layers=cfg.encoder_layers, **block))
         self.decoder = Transformer(TransformerConfig(n_layers=cfg.decoder_layers, **block), cross=True)
+        self._compiled_step_at: Callable | None = None  # made on first use when TOKMUSIC_COMPILE=1
         self.segment = nn.Embedding(3, d)
         if cfg.visual_dim:
             self.lst = LSTFusion(cfg.visual_dim, d, cfg.lst)
@@ -307,9 +308,9 @@ class Stage(nn.Module):
         """The decoder's fixed-shape step; with ``TOKMUSIC_COMPILE=1`` compiled, once per stage."""
         if not compile_enabled():
             return self.decoder.step_at
-        if self.__dict__.get("_compiled_step_at") is None:
-            self.__dict__["_compiled_step_at"] = torch.compile(self.decoder.step_at, dynamic=False)
-        return self.__dict__["_compiled_step_at"]
+        if self._compiled_step_at is None:
+            self._compiled_step_at = torch.compile(self.decoder.step_at, dynamic=False)
+        return self._compiled_step_at
 
     def _generate(self, cond, timesteps, prompts, params, generators, on_step) -> torch.Tensor:
         cfg = self.cfg
