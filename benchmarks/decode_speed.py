@@ -13,8 +13,7 @@ length (the cross-attended sequence: our encoder's output, MusicGen's text encod
 classifier-free guidance as a batch of two (conditional and null), top-k 250, temperature 1, the delay pattern,
 the same number of decoder steps; runs alternate in one process and the best of ``--repeats`` counts. With
 ``--samples N`` both decode N samples at once (ours: ``Stage.generate_batch``; MusicGen: a batch of N copies of
-the text), so a step serves N samples. On a CPU tokmusic decodes models narrower than 1024 on one thread
-(``tokmusic.decoding.decode_threads``) and MusicGen uses torch's default; ``--threads N`` puts both on N.
+the text), so a step serves N samples. Both decode on torch's thread count; ``--threads N`` sets it.
 ``--weights int8`` gives both decoders (and output heads) ``tokmusic.quantize.Int8Linear`` layers.
 MusicGen runs through ``MusicgenForConditionalGeneration.generate`` with a tiny T5 text encoder and a tiny
 EnCodec, so its encoder and codec cost next to nothing, as ours do.
@@ -40,7 +39,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-import tokmusic.decoding  # noqa: E402
 from tokmusic.lst_fusion import LSTConfig  # noqa: E402
 from tokmusic.quantize import quantize_linears, quantize_stage  # noqa: E402
 from tokmusic.sampling import SamplingParams  # noqa: E402
@@ -178,7 +176,7 @@ def run(name: str, d: Dims, steps: int, repeats: int, device: torch.device, dtyp
         "config": {"name": name, **vars(d), "decoder_params": params, "steps": steps, "samples": samples,
                    "cfg": True, "top_k": 250,
                    "dtype": str(dtype).removeprefix("torch."), "weights": weights, "compiled_ours": compiled,
-                   "threads": threads(d, device, weights)},
+                   "threads": torch.get_num_threads()},
         "device": device_name(device),
         "ours_steps_per_s": steps / ours,
         "hf_steps_per_s": steps / hf,
@@ -223,13 +221,6 @@ def profile(name: str, d: Dims, steps: int, device: torch.device, dtype: torch.d
             "ms_per_step_unprofiled": plain / steps * 1e3, "ms_per_step_by_kind": groups}
 
 
-def threads(d: Dims, device: torch.device, weights: str) -> dict:
-    """The CPU threads each side decodes on (``tokmusic.decoding.decode_threads``)."""
-    single = device.type == "cpu" and d.width < tokmusic.decoding.SINGLE_THREAD_DECODE_BELOW and weights == "fp32"
-    ours = 1 if single else torch.get_num_threads()
-    return {"tokmusic": ours, "musicgen": torch.get_num_threads()}
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -247,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--samples", type=int, default=1, help="samples decoded at once (default 1)")
-    parser.add_argument("--threads", type=int, help="CPU threads for both (default: each side's own choice)")
+    parser.add_argument("--threads", type=int, help="CPU threads for both (default: torch's)")
     parser.add_argument("--weights", choices=["fp32", "int8"], default="fp32",
                         help="int8: both decoders with tokmusic's int8 Linear layers (CPU)")
     parser.add_argument("--compile", action="store_true", help="our decode step through torch.compile "
@@ -259,7 +250,6 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TOKMUSIC_COMPILE"] = "1"
     if args.threads:
         torch.set_num_threads(args.threads)
-        tokmusic.decoding.SINGLE_THREAD_DECODE_BELOW = 0  # tokmusic keeps torch's thread count
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     names = list(CONFIGS) if args.config == "all" else [args.config]
     for name in names:
@@ -283,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} ({c['decoder_params'] / 1e6:.0f} M decoder params, {c['dtype']}, {c['weights']} weights, "
                   f"{'compiled' if args.compile else 'eager'} tokmusic, "
                   f"{args.samples} sample(s), "
-                  f"threads {c['threads']['tokmusic']}/{c['threads']['musicgen']}, {result['device']}): "
+                  f"{c['threads']} threads, {result['device']}): "
                   f"tokmusic {result['ours_steps_per_s']:.1f} steps/s, transformers MusicGen "
                   f"{result['hf_steps_per_s']:.1f} steps/s, ratio {result['ratio']:.2f}x, weight-streaming floor "
                   f"{result['floor_steps_per_s']:.0f} steps/s")

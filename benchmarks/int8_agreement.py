@@ -16,8 +16,7 @@ trainer's validation loss takes):
   histories, so this falls with length and is a lower bound on per-step agreement (``--json`` also gives, per
   window, the first timestep where they differ);
 * ``time``: one window's generation (encoder + every decode step), fp32 and int8 alternating, best of
-  ``--repeats``, with the process's default thread count (decoding of small stages runs on one thread:
-  ``tokmusic.decoding.decode_threads``).
+  ``--repeats``, with the process's default thread count.
 
 ``--random-stage WIDTH:LAYERS`` adds a timing row for a random stage of that decoder width and depth (the demo
 semantic stage's inputs, d_ff = 4 * WIDTH): int8 pays where the decoder's weights do not fit in the CPU's caches.

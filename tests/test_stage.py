@@ -169,14 +169,13 @@ def test_a_sample_without_a_control_decoded_with_guided_ones_is_the_sample_witho
 
 
 def test_a_stage_trains_after_generating():
-    # decoding on a CPU stores the decoder's weights column-major: the same values, still trainable and savable
+    # generation (inference mode, eval) leaves the weights as they were, still trainable
     torch.manual_seed(0)
     stage = Stage(stage_config("coarse"))
     cond = conditioning("coarse", b=2)
     before = {k: v.clone() for k, v in stage.state_dict().items()}
     stage.generate(row(cond, 0), 6, None, SamplingParams(temperature=0.0))
     assert all(torch.equal(before[k], v) for k, v in stage.state_dict().items())
-    assert stage.head.weight.stride() == (1, stage.head.weight.shape[0])
     target = torch.randint(0, stage.cfg.target_vocab, (2, stage.cfg.target_codebooks, 6))
     stage.loss(cond, target).backward()
     assert stage.head.weight.grad is not None and torch.isfinite(stage.head.weight.grad).all()
@@ -274,6 +273,11 @@ def test_control_dropout_in_training_only():
     # dropout 1.0 drops every control token: the loss equals the loss with the null token
     assert torch.allclose(stage.loss(cond, target), stage.eval().loss(null, target))
     assert not torch.allclose(stage.eval().loss(cond, target), stage.loss(null, target))
+    # rows marked keep_control keep their control token whatever the dropout
+    half = Conditioning(**{**vars(cond), "control_valid": torch.tensor([True, False])})
+    kept = stage.train().loss(cond, target, keep_control=torch.tensor([True, False]))
+    assert torch.allclose(kept, stage.eval().loss(half, target))
+    assert not torch.allclose(kept, stage.loss(null, target))
 
 
 def test_source_tokens_are_placed_at_their_times():

@@ -1,52 +1,17 @@
-"""How a stage's decode steps run on the hardware: CPU threads, weight layout, compilation, CUDA graphs.
+"""How a stage's decode steps run on the hardware: compilation and CUDA graphs.
 
 They change how fast a step runs, not its inputs or the values of its weights; each is measured in
-``benchmarks/decode_speed.py`` and ``benchmarks/generation_speed.py`` (README, Speed).
+``benchmarks/decode_speed.py`` and ``benchmarks/generation_speed.py`` (README, Speed). Decoding runs on torch's
+thread count (``torch.set_num_threads`` or ``OMP_NUM_THREADS``) with torch's own weight layout: which thread count
+and layout stream a two-row product fastest depends on the CPU (README, Speed), so tokmusic does not override them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
-from torch import nn
-
-SINGLE_THREAD_DECODE_BELOW = 1024  # d_model
-
-
-@contextlib.contextmanager
-def decode_threads(d_model: int, device: torch.device, int8: bool = False) -> Iterator[None]:
-    """Run incremental decoding of small fp32 models on one CPU thread.
-
-    A decode step of a small model is a handful of two-row matrix products: at fp32 and width 512 a second
-    thread made decoding slower (26.5 vs 28.4 steps/s on 2 cores), and on a busy machine intra-op threads'
-    spinning makes it several times slower. int8 products (``tokmusic.quantize``) gain from a second thread
-    (45.4 vs 41.3 steps/s), so quantized stages keep torch's thread count
-    (``benchmarks/decode_speed.py --threads N``).
-    """
-    before = torch.get_num_threads()
-    single = device.type == "cpu" and d_model < SINGLE_THREAD_DECODE_BELOW and before > 1 and not int8
-    if single:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if single:
-            torch.set_num_threads(before)
-
-
-def column_major_weights(*modules: nn.Module) -> None:
-    """Store the weight of every ``nn.Linear`` in ``modules`` column-major (the same values, transposed storage),
-    in place and once. A CPU decode step multiplies two rows by each weight; torch's CPU matrix product streams
-    a column-major weight about 1.2x faster (``benchmarks/decode_speed.py``). Saving is unaffected
-    (``save_tensors`` writes contiguous copies)."""
-    for module in modules:
-        for layer in module.modules():
-            w = layer.weight if isinstance(layer, nn.Linear) else None
-            if w is not None and w.dim() == 2 and w.stride() != (1, w.shape[0]):
-                w.data = w.data.t().contiguous().t()
 
 
 def cuda_graphs_enabled() -> bool:

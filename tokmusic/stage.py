@@ -22,11 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conditioning import Conditioning
-from .decoding import capture, column_major_weights, compile_enabled, cuda_graphs_enabled, decode_threads
+from .decoding import capture, compile_enabled, cuda_graphs_enabled
 from .errors import ConfigError
 from .lst_fusion import LSTConfig, LSTFusion
 from .patterns import get_pattern
-from .quantize import is_quantized
 from .schema import check_stage_config
 from .sampling import SamplingParams, guide, sample
 from .transformer import Memory, Transformer, TransformerConfig
@@ -232,14 +231,18 @@ class Stage(nn.Module):
         h = self.decoder(self.embed_targets(inputs), positions, causal=True, memory=memory, cross_positions=times)
         return self.logits_of(h)
 
-    def loss(self, cond: Conditioning, target: torch.Tensor, target_valid: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, cond: Conditioning, target: torch.Tensor, target_valid: torch.Tensor | None = None,
+             keep_control: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-entropy over the pattern's valid positions of real (unpadded) timesteps.
 
         target Long ``[B, K, T]``; target_valid Bool ``[B, T]``. In training mode the control input is dropped
-        with probability ``control_dropout`` (for classifier-free guidance).
+        with probability ``control_dropout`` (for classifier-free guidance), except in the rows where
+        ``keep_control [B]`` is True (the manifest's ``keep_control``).
         """
         if self.training and self.cfg.control_dim and cond.control is not None and self.cfg.control_dropout > 0:
             keep = torch.rand(target.shape[0], device=target.device) >= self.cfg.control_dropout
+            if keep_control is not None:
+                keep = keep | keep_control.to(keep.device)
             present = keep if cond.control_valid is None else cond.control_valid & keep
             cond = Conditioning(**{**vars(cond), "control_valid": present})
         if target_valid is not None:  # padded timesteps read as "empty", as unknown codes do in generation
@@ -293,9 +296,6 @@ class Stage(nn.Module):
         generators = list(generators) if generators is not None else [None] * n
         if cond.batch_size() not in (1, n) or (prompts is not None and prompts.shape[0] != n):
             raise ValueError(f"{n} samples need a conditioning of batch 1 or {n} and prompts [{n}, K, P]")
-        if self.segment.weight.device.type == "cpu":
-            with torch.no_grad():  # not inference mode: the weights stay trainable
-                column_major_weights(self.decoder, self.head)
         was_training = self.training
         self.eval()
         try:
@@ -374,15 +374,14 @@ class Stage(nn.Module):
         sampled_at = need.tolist()  # which steps sample anything: decided once, on the host
         todo = todo.to(device)
         logits = mixed(h)
-        with decode_threads(cfg.d_model, device, int8=is_quantized(self.decoder)):
-            for s in range(first, steps):
-                if sampled_at[s]:
-                    drawn = torch.stack([sample(logits[i], params, g) for i, g in enumerate(generators)])
-                    seq[..., s] = torch.where(todo[..., s], drawn, seq[..., s])
-                if on_step is not None:
-                    on_step(1)
-                if s + 1 < steps:
-                    column.copy_(seq[..., s])
-                    at.fill_(s + 1)
-                    logits = step()
+        for s in range(first, steps):
+            if sampled_at[s]:
+                drawn = torch.stack([sample(logits[i], params, g) for i, g in enumerate(generators)])
+                seq[..., s] = torch.where(todo[..., s], drawn, seq[..., s])
+            if on_step is not None:
+                on_step(1)
+            if s + 1 < steps:
+                column.copy_(seq[..., s])
+                at.fill_(s + 1)
+                logits = step()
         return self.pattern.revert(seq)
