@@ -116,6 +116,7 @@ def test_event_probe_tells_a_stage_that_follows_the_events_from_one_that_does_no
         b = collate([train[(i, int(torch.randint(1 << 30, (1,), generator=g)))] for i in picks])
         target = b.pop("target")
         b.pop("target_valid")
+        b.pop("keep_control")
         return Conditioning(**b), target
 
     fit(trained, batch, steps=200, lr=3e-3)

@@ -112,9 +112,24 @@ def test_short_item_is_padded_in_batch(data_dir):
     assert batch["visual"].shape == (2, 8, 6) and batch["visual_valid"].sum(1).tolist() == [8, 5]
     assert batch["control"].shape == (2, 4) and batch["control_valid"].all()
     stage = Stage(cfg).train()
-    cond = Conditioning(**{k: v for k, v in batch.items() if k not in ("target", "target_valid")})
-    loss = stage.loss(cond, batch["target"], batch["target_valid"])
+    assert batch["keep_control"].tolist() == [False, False]
+    cond = Conditioning(**{k: v for k, v in batch.items() if k not in ("target", "target_valid", "keep_control")})
+    loss = stage.loss(cond, batch["target"], batch["target_valid"], batch["keep_control"])
     assert torch.isfinite(loss)
+
+
+def test_keep_control_reaches_the_batch(tmp_path):
+    # the manifest's keep_control, recorded by preprocessing in the item's info, marks that item's crops
+    out = open_data_dir(tmp_path / "data", META)
+    writer = ShardWriter(out, shard_size=2)
+    for i, keep in enumerate([False, True]):
+        info = {"key": f"k{i}", "line": i + 1, "video": f"v{i}.mp4", "split": "train", "text": None,
+                "duration": 4.0, **({"keep_control": True} if keep else {})}
+        writer.add(info, item(4.0, i))
+    writer.flush()
+    build_index(out)
+    ds = StageDataset(TokenShards(out, META), config("semantic", window=4.0, overlap=1.0), crop_seconds=4.0)
+    assert collate([ds[(0, 0)], ds[(1, 1)]])["keep_control"].tolist() == [False, True]
 
 
 def test_fine_stage_reads_coarse_codes(data_dir):

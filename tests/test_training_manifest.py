@@ -22,6 +22,7 @@ def test_reads_items_with_defaults_and_relative_paths(tmp_path):
     assert items[0].split == "train" and items[0].music_path == items[0].video
     assert items[1].audio == (tmp_path / "m.wav").resolve() and items[1].text == "piano"
     assert items[1].split == "valid"
+    assert not items[0].keep_control and not items[1].keep_control
     assert items[0].key != items[1].key and len(items[0].key) == 16
     assert read_manifest(m)[0].key == items[0].key  # stable
 
@@ -32,6 +33,7 @@ def test_reads_items_with_defaults_and_relative_paths(tmp_path):
     ('{"audio": "a.mp4"}', "missing the 'video' key"),
     ('{"video": "a.mp4", "colour": 1}', "unknown key(s) ['colour']"),
     ('{"video": "a.mp4", "split": "test"}', "split must be one of"),
+    ('{"video": "a.mp4", "keep_control": "yes"}', "'keep_control' must be true or false"),
     ('{"video": "nope.mp4"}', "does not exist"),
     ('{"video": "a.mp4", "audio": "nope.wav"}', "audio file"),
 ])
@@ -40,6 +42,14 @@ def test_bad_lines_name_the_line(tmp_path, line, message):
     with pytest.raises(DataError) as err:
         read_manifest(write(tmp_path / "m.jsonl", [line]))
     assert message in str(err.value)
+
+
+def test_keep_control(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    (tmp_path / "b.mp4").write_bytes(b"x")
+    m = write(tmp_path / "m.jsonl", [json.dumps({"video": "a.mp4", "keep_control": True}),
+                                     json.dumps({"video": "b.mp4", "keep_control": False})])
+    assert [i.keep_control for i in read_manifest(m)] == [True, False]
 
 
 def test_empty_missing_and_duplicate(tmp_path):

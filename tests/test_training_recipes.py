@@ -53,7 +53,7 @@ def corpus(tmp_path_factory):
     lines = []
     for i in range(3):
         make_video(tmp / f"v{i}.mp4", 4.0, fps=4, size=(32, 32), with_audio=True)
-        lines.append({"video": f"v{i}.mp4", "split": "train"})
+        lines.append({"video": f"v{i}.mp4", "split": "train", **({"keep_control": True} if i == 1 else {})})
     make_video(tmp / "silent.mp4", 4.0, fps=4, size=(32, 32))
     make_audio(tmp / "music.wav", 4.0, sample_rate=16000, freq=330.0)
     lines.append({"video": "silent.mp4", "audio": "music.wav", "text": "a tone", "split": "valid"})
@@ -76,6 +76,7 @@ def test_preprocess_reports_bad_items_and_resumes(corpus, capsys):
     assert {f["line"]: f["reason"].split(":")[0] for f in index["failed"]} == {
         5: "VideoError", 6: "DataError", 7: "DataError"}
     assert "4 items ready, 3 failed" in out
+    assert [e.get("keep_control", False) for e in index["items"]] == [False, True, False, False]
     item = index["items"][0]
     assert item["frames"] == 8 and item["codec_frames"] == 200 and abs(item["duration"] - 4.0) < 0.05
     # the music's control embedding per second, so a crop gets its own (not the whole track's)

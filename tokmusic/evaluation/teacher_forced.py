@@ -30,6 +30,7 @@ def as_inputs(crop: dict) -> tuple[Conditioning, torch.Tensor, torch.Tensor]:
 
     batch = collate([crop])
     target, valid = batch.pop("target"), batch.pop("target_valid")
+    batch.pop("keep_control")  # a training-only flag
     return Conditioning(**batch), target, valid
 
 

@@ -80,7 +80,8 @@ class StageDataset(torch.utils.data.Dataset):
         target_all, source_all = self._streams(data)
         track = Track(features=data.get("visual"), times=data.get("times"), source=source_all,
                       source_rate=cfg.source_rate, control_of=self._control_of(self.entries[index], data))
-        return {"target": target_all[:, first:last], **window_inputs(cfg, track, first / rate, last / rate)}
+        return {"target": target_all[:, first:last], **window_inputs(cfg, track, first / rate, last / rate),
+                "keep_control": torch.tensor(bool(self.entries[index].get("keep_control", False)))}
 
     def _control_of(self, entry: dict, data: dict):
         """The crop's control: the audio embedding of the music in the crop."""
@@ -91,10 +92,11 @@ class StageDataset(torch.utils.data.Dataset):
 
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
-    """Pad a list of crops into a batch: target ``[B, K, T]`` + target_valid ``[B, T]``, and the inputs of
-    ``conditioning.collate_inputs`` (the keys of ``Conditioning``)."""
+    """Pad a list of crops into a batch: target ``[B, K, T]`` + target_valid ``[B, T]``, keep_control ``[B]``
+    (the manifest's flag) and the inputs of ``conditioning.collate_inputs`` (the keys of ``Conditioning``)."""
     target, target_valid = pad_stack([s["target"] for s in samples], -1)
-    return {"target": target, "target_valid": target_valid, **collate_inputs(samples)}
+    keep = torch.stack([s["keep_control"] for s in samples])
+    return {"target": target, "target_valid": target_valid, "keep_control": keep, **collate_inputs(samples)}
 
 
 class StepSampler(torch.utils.data.Sampler):

@@ -3,7 +3,10 @@
     {"video": "clips/0001.mp4", "audio": "music/0001.flac", "text": "calm piano", "split": "train"}
 
 ``video`` is required; ``audio`` defaults to the video's own soundtrack; ``split`` is "train" (default) or
-"valid". Relative paths are relative to the manifest's folder.
+"valid". Relative paths are relative to the manifest's folder. ``"keep_control": true`` marks an item whose
+control is never dropped in training (a stage's ``control_dropout``): for pairs whose video disagrees with their
+music on purpose, so that the stage learns that the control overrides the video while what it learns without a
+control comes only from pairs whose video and music agree.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from ..errors import DataError
 
-KEYS = {"video", "audio", "text", "split"}
+KEYS = {"video", "audio", "text", "split", "keep_control"}
 SPLITS = ("train", "valid")
 
 
@@ -29,6 +32,7 @@ class ManifestItem:
     audio: Path | None
     text: str | None
     split: str
+    keep_control: bool = False
 
     @property
     def key(self) -> str:
@@ -68,6 +72,9 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[
         for key in ("audio", "text"):
             if entry.get(key) is not None and not isinstance(entry[key], str):
                 raise DataError(f"{where}: '{key}' must be a string, got {entry[key]!r}")
+        keep_control = entry.get("keep_control", False)
+        if not isinstance(keep_control, bool):
+            raise DataError(f"{where}: 'keep_control' must be true or false, got {keep_control!r}")
         split = entry.get("split", "train")
         if split not in SPLITS:
             raise DataError(f"{where}: split must be one of {SPLITS}, got {split!r}")
@@ -77,7 +84,7 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[
             for key, file in (("video", video), ("audio", audio)):
                 if file is not None and not file.exists():
                     raise DataError(f"{where}: {key} file {file} does not exist; fix the path or remove the line")
-        item = ManifestItem(number, video, audio, entry.get("text"), split)
+        item = ManifestItem(number, video, audio, entry.get("text"), split, keep_control)
         if item.key in seen:
             raise DataError(f"{where}: the same video/audio pair as line {seen[item.key]}; remove the duplicate")
         seen[item.key] = number

@@ -67,6 +67,8 @@ def prepare_item(pipeline, item: ManifestItem, *, min_seconds: float = 1.0,
             "codec_frames": int(codes.shape[-1])}
     if "control" in tensors:
         meta["control_hop"] = float(control_hop)
+    if item.keep_control:
+        meta["keep_control"] = True
     return meta, {k: v.contiguous() for k, v in tensors.items()}
 
 

@@ -39,8 +39,9 @@ class StageLoss(nn.Module):
         super().__init__()
         self.stage = stage
 
-    def forward(self, target: torch.Tensor, target_valid: torch.Tensor, **conditioning) -> torch.Tensor:
-        return self.stage.loss(Conditioning(**conditioning), target, target_valid)
+    def forward(self, target: torch.Tensor, target_valid: torch.Tensor, keep_control: torch.Tensor | None = None,
+                **conditioning) -> torch.Tensor:
+        return self.stage.loss(Conditioning(**conditioning), target, target_valid, keep_control)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
