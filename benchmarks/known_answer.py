@@ -24,8 +24,9 @@ Measures:
     ``tokmusic.evaluation.reconstruction.chroma_agreement``) of the pipeline codec's reconstruction of the truth
     (and of the random pipeline's codec); ``--only codec`` measures just this;
 (b) tempo: Spearman correlation across clips between the tempo of the music (onset autocorrelation, folded by
-    octaves into the corpus's tempo range, ``TEMPO_RANGE``) and the tempo the video implies (its pan speed), and
-    the share of clips within 8 % of it, overall and per instrument (an organ's notes change pitch, not loudness);
+    octaves into the corpus's tempo range ``TEMPO_RANGE`` when it lies outside it, ``fold_tempo``) and the tempo
+    the video implies (its pan speed), and the share of clips within 8 % of it, overall and per instrument (an
+    organ's notes change pitch, not loudness);
 (c) phrases: the times where the music resumes after a pause, against the video's cuts: F1 at +-0.5 s; beat
     coverage and hit scores (BCS = generated beats / truth beats, BHS = generated beats within 0.1 s of a truth
     beat / truth beats) and the share of cuts with a generated beat within 0.1 s;
@@ -51,6 +52,7 @@ import numpy as np
 import torch
 
 TEMPO_RANGE = (60.0, 140.0)  # recipes/demo_corpus.py draws tempi from this range
+TEMPO_MARGIN = 1.1  # an estimate within 10 % of TEMPO_RANGE is trusted as it is (see fold_tempo)
 PHRASE_TOLERANCE = 0.5
 BEAT_TOLERANCE = 0.1
 INSTRUMENT_PROMPTS = {"piano": "a moderate Bach chorale played on piano",
@@ -59,8 +61,13 @@ TEMPO_PROMPTS = {"fast": "a fast Bach chorale", "slow": "a slow Bach chorale"}
 SPECTROGRAM_SECONDS = 15  # of each of the first two clips, in --out's spectrogram.png
 
 
-def fold_tempo(bpm: float, low: float = TEMPO_RANGE[0], high: float = TEMPO_RANGE[1]) -> float:
-    """``bpm`` doubled or halved into [low, high) (one octave wide): a tempo estimate's octave is ambiguous."""
+def fold_tempo(bpm: float, low: float = TEMPO_RANGE[0] / TEMPO_MARGIN,
+               high: float = TEMPO_RANGE[1] * TEMPO_MARGIN) -> float:
+    """``bpm`` doubled or halved until it lies in [low, high): the corpus's tempo range widened by the estimator's
+    error. A tempo estimate's octave is ambiguous, so an estimate outside the range is an octave error; one inside
+    is trusted. The range is wider than an octave, so folding into one octave would flip correct estimates near
+    its edges (a 60.1 BPM truth read as 58.8 became 117.7; on the 32 held-out truths of the 336-clip corpus the
+    Spearman correlation was 0.58 folded into [60, 140), 0.76 folded into this range)."""
     if bpm <= 0:
         return float("nan")
     while bpm < low:
