@@ -1,7 +1,7 @@
 """Does the music follow the video? The demo world's known-answer benchmark, side by side with baselines.
 
     python recipes/demo_corpus.py --out /tmp/demo-corpus          # or the corpus recipes/build_demo.py made
-    python benchmarks/known_answer.py --corpus /tmp/demo-corpus [--pipeline DIR] [--against DIR] [--clips N] [--json]
+    python benchmarks/known_answer.py --corpus /tmp/demo-corpus [--pipeline DIR] [--against DIR ...] [--clips N] [--json]
 
 On the corpus's held-out clips (held-out chorales shown with held-out photographs; see recipes/demo_corpus.py
 for the correspondences) it compares, in one run:
@@ -12,7 +12,8 @@ for the correspondences) it compares, in one run:
   pipeline that ignores the video would score;
 * ``random``   ``tokmusic.testing.tiny_pipeline()`` (random weights) generating for the clip's video;
 * ``against``  with ``--against DIR``, another pipeline (say the bundle a new build would replace) generating for
-  the clip's video with the same seeds, so two pipelines are compared in one run;
+  the clip's video with the same seeds, so two pipelines are compared in one run (``--against A B`` adds rows
+  ``against`` and ``against_2``: three pipelines in one run, the baselines and the truth measured once);
 * ``codec``    the truth encoded and decoded by the pipeline's codec: the ceiling of any music made of its tokens;
 * ``given_semantic`` the pipeline's coarse and fine stages run on the truth's semantic tokens: what the
   acoustic stages and the codec keep of a perfect semantic stage (left out for a pipeline without a semantic
@@ -182,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus", required=True, help="a corpus written by recipes/demo_corpus.py")
     p.add_argument("--pipeline", help="pipeline directory (default: tokmusic's bundled default)")
-    p.add_argument("--against", help="another pipeline directory, measured in the same run (row 'against')")
+    p.add_argument("--against", nargs="+", metavar="DIR",
+                   help="other pipeline directories, measured in the same run (rows 'against', 'against_2', ...)")
     p.add_argument("--clips", type=int, help="held-out clips to use (default: all of them)")
     p.add_argument("--seconds", type=float, help="only the first SECONDS of each clip (default: all)")
     p.add_argument("--prompt-clips", type=int, default=8, help="clips for the text-control test (d)")
@@ -211,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             else tokmusic.default.default_pipeline())
     random_pipe = tiny_pipeline(seed=0)
     systems = {"pipeline": pipe, "random": random_pipe}
-    if args.against:
-        systems["against"] = tokmusic.Pipeline.from_pretrained(args.against)
+    for n, other in enumerate(args.against or [], start=1):
+        systems[against_label(n)] = tokmusic.Pipeline.from_pretrained(other)
     sr = pipe.sample_rate
     judge = Judge(pipe.control, sr)
     spectral = SpectralEmbedder()
@@ -267,9 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         "shuffled": [judge.measure(waves["pipeline"][j], a) for j, a in zip(shuffle, answers)],
     }
     rows.update({label: [judge.measure(w, a) for w, a in zip(waves[label], answers)]
-                 for label in ("random", "against", "codec", "given_semantic") if label in waves})
+                 for label in ("random", *againsts(args), "codec", "given_semantic") if label in waves})
     result: dict = {"clips": len(names), "corpus": str(corpus), "seed": args.seed,
-                    "pipeline": args.pipeline or "default", "against": args.against, "systems": {}}
+                    "pipeline": args.pipeline or "default", "against": againsts(args), "systems": {}}
     truth_emb = [judge.audio_embeddings(w) for w in waves["truth"]]
     truth_spec = [spectral.embed_windows(w, sr) for w in waves["truth"]]
     for label, system_rows in rows.items():
@@ -309,6 +311,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print_table(result)
     return 0
+
+
+def against_label(n: int) -> str:
+    """The row of the n-th ``--against`` pipeline (from 1)."""
+    return "against" if n == 1 else f"against_{n}"
+
+
+def againsts(args) -> dict[str, str]:
+    """Row -> directory of every ``--against`` pipeline."""
+    return {against_label(n): d for n, d in enumerate(args.against or [], start=1)}
 
 
 def given_semantic(pipe, video: Path, truth: torch.Tensor, seed: int) -> torch.Tensor:
@@ -378,7 +390,7 @@ def print_table(result: dict) -> None:
     keys = ["tempo_spearman", "tempo_within_8pct", "tempo_within_8pct_piano", "tempo_within_8pct_organ", "phrase_f1",
             "bcs", "bhs", "cut_beat_hit_rate", "instrument_accuracy", "fd_control", "fd_spectral"]
     print(f"known-answer benchmark: {result['clips']} held-out clips of {result['corpus']}, "
-          f"pipeline {result['pipeline']}" + (f", against {result['against']}" if result["against"] else ""))
+          f"pipeline {result['pipeline']}" + "".join(f", {k} {d}" for k, d in result["against"].items()))
     widths = {s: max(12, len(s) + 2) for s in systems}
     print(f"{'':22s}" + "".join(f"{s:>{widths[s]}s}" for s in systems))
     for key in keys:
@@ -389,7 +401,7 @@ def print_table(result: dict) -> None:
         print(f"text control ({label}, {t['clips']} clips): fast prompt faster {t['fast_faster_than_slow']:.0%}, "
               f"piano prompt more piano {t['piano_prompt_more_piano']:.0%}")
     g = result["generation"]
-    print(f"generation: {g['seconds_of_music']} s of music (pipeline{' and against' if result['against'] else ''}) "
+    print(f"generation: {g['seconds_of_music']} s of music (pipeline{''.join(' and ' + k for k in result['against'])}) "
           f"in {g['wall_seconds']} s, the random pipeline's included")
     if not math.isnan(systems["shuffled"]["tempo_spearman"]):
         print(f"tempo Spearman pipeline / shuffled: {systems['pipeline']['tempo_spearman']:.3f} / "

@@ -67,11 +67,14 @@ def test_codec_only_run_on_a_small_corpus(bench, small_world, capsys):
     for row in result["codec"].values():
         assert row["mel_distance"] > 0 and row["si_snr"] < 60
         assert -1 <= row["chroma_agreement"] <= 1
-    # as a table, with a second pipeline measured beside it
-    assert bench.main(["--corpus", str(corpus), "--pipeline", str(pipe), "--against", str(pipe), "--only", "codec"]) == 0
+    # as a table, with two more pipelines measured beside it
+    assert bench.main(["--corpus", str(corpus), "--pipeline", str(pipe), "--against", str(pipe), str(pipe),
+                       "--only", "codec"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split(":")[0] for line in lines] == ["codec (pipeline)", "codec (random)", "codec (against)"]
+    assert [line.split(":")[0] for line in lines] == ["codec (pipeline)", "codec (random)", "codec (against)",
+                                                      "codec (against_2)"]
     assert lines[0].replace("pipeline", "against") == lines[2]  # the same codec measures the same
+    assert lines[0].replace("pipeline", "against_2") == lines[3]
 
 
 def test_full_run_scores_every_system_and_the_truth_scores_best(bench, small_world, capsys):
@@ -89,6 +92,7 @@ def test_full_run_scores_every_system_and_the_truth_scores_best(bench, small_wor
     # the same pipeline given as --against, with the same seeds, makes the same music
     assert json.dumps(systems["against"], sort_keys=True) == json.dumps(systems["pipeline"], sort_keys=True)  # NaN too
     assert result["text_control"]["against"] == result["text_control"]["pipeline"]
+    assert result["against"] == {"against": str(pipe)}
     bench.print_table(result)
     table = capsys.readouterr().out
     assert "against" in table.splitlines()[1] and "text control (against, 1 clips)" in table
