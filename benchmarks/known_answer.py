@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import tokmusic
     from tokmusic.audio import load_audio
+    from tokmusic.default import default_pipeline
     from tokmusic.evaluation.embedders import SpectralEmbedder
     from tokmusic.evaluation.reconstruction import chroma_agreement, mel_distance, si_snr
     from tokmusic.testing import tiny_pipeline
@@ -209,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     names = sorted(n for n, c in clips.items() if c["split"] == "valid")[: args.clips]
     if len(names) < 3:
         p.error(f"{corpus}: need at least 3 held-out clips, found {len(names)}")
-    pipe = (tokmusic.Pipeline.from_pretrained(args.pipeline) if args.pipeline
-            else tokmusic.default.default_pipeline())
+    pipe = tokmusic.Pipeline.from_pretrained(args.pipeline) if args.pipeline else default_pipeline()
     random_pipe = tiny_pipeline(seed=0)
     systems = {"pipeline": pipe, "random": random_pipe}
     for n, other in enumerate(args.against or [], start=1):

@@ -176,3 +176,20 @@ def test_a_wrong_path_is_one_line_naming_it(script, args, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().startswith("tokmusic: error:") and str(missing) in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_without_pipeline_it_measures_the_default_bundle(bench, small_world, capsys):
+    """No ``--pipeline``: the bundled default is measured (its codec row, as ``--pipeline`` of it would give)."""
+    import json
+
+    from tokmusic.default import BUNDLE_DIR as BUNDLE
+
+    if not (BUNDLE / "pipeline.json").is_file():
+        pytest.skip("no demo bundle installed")
+    corpus, _ = small_world
+    capsys.readouterr()
+    assert bench.main(["--corpus", str(corpus), "--only", "codec", "--clips", "3", "--json"]) == 0
+    default = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert bench.main(["--corpus", str(corpus), "--pipeline", str(BUNDLE), "--only", "codec", "--json"]) == 0
+    named = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert default["pipeline"] == "default" and default["codec"] == named["codec"]
