@@ -6,7 +6,8 @@ One command, in order (each step is skipped when a re-run finds it done; the tra
 checkpoints, so an interrupted build continues where it stopped):
 
   1. corpus     recipes/demo_corpus.py: Bach chorales rendered with a General MIDI soundfont, paired with
-                photographs under camera motion and cuts (BUILD/corpus)
+                photographs under camera motion and cuts, and --unpaired (40) more training clips whose camera
+                and colour are drawn apart from their music, which teach text control (BUILD/corpus)
   2. base       a fresh pipeline: EfficientNet-Lite0 (ImageNet weights from its package) + motion features at
                 FPS frames/s, an untrained EnCodec-architecture codec, a spectral k-means semantic tokenizer,
                 a MiniLM text encoder (frozen, from its package) with an untrained audio tower (BUILD/base)
@@ -94,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="build directory (re-running the same command resumes)")
     p.add_argument("--count", type=int, default=320, help="corpus clips")
     p.add_argument("--valid", type=int, default=16, help="held-out corpus clips")
-    p.add_argument("--unpaired", type=int, default=0, help="extra training clips whose camera speed and colour "
-                   "are drawn apart from the music (they teach text control; recipes/demo_corpus.py)")
+    p.add_argument("--unpaired", type=int, default=40, help="extra training clips whose camera speed and colour "
+                   "are drawn apart from the music (they teach text control; recipes/demo_corpus.py; default "
+                   "%(default)s)")
     p.add_argument("--codec-steps", type=int, default=1500)
     p.add_argument("--control-steps", type=int, default=600)
     p.add_argument("--stage-steps", type=int, help="training steps of each stage (default: each card's max_steps)")

@@ -33,9 +33,12 @@ a fresh tempo and instrument, whose camera speed and colour grade are drawn on t
 music (their cuts still start the phrases). In them only the caption, or the music itself, says the tempo and
 the instrument, so a stage that reads a control learns to let it override the video: what a text prompt needs.
 Their truth holds the music's ``tempo`` and ``instrument`` and the video's ``video_tempo`` and
-``video_instrument``; they are named ``clips/unpaired-NNNN.mp4``.
+``video_instrument``; they are named ``clips/unpaired-NNNN.mp4``, and the manifest marks them ``keep_control``
+(their control is never dropped in training, so what a stage learns without a control comes only from clips
+whose video and music agree).
 
-Writes DIR/clips/NNNN.mp4 (H.264 at ``--fps``, lossless ALAC audio), DIR/manifest.jsonl (video, text, split) and
+Writes DIR/clips/NNNN.mp4 (H.264 at ``--fps``, lossless ALAC audio), DIR/manifest.jsonl (video, text, split,
+keep_control) and
 DIR/truth.json (per clip: tempo, beat times, cut times, phrase ends, instrument, mode, caption, photographs).
 """
 
@@ -327,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen.append(name)
         bar.update()
     bar.close()
-    lines = [{"video": name, "text": truth[name]["caption"], "split": truth[name]["split"]} for name in sorted(chosen)]
+    lines = [{"video": name, "text": truth[name]["caption"], "split": truth[name]["split"],
+              **({"keep_control": True} if truth[name].get("unpaired") else {})} for name in sorted(chosen)]
     (out / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     seconds = sum(truth[line["video"]]["duration"] for line in lines)
     print(f"wrote {len(lines)} clips ({args.valid} held out, {args.unpaired} unpaired, {seconds / 60:.1f} min of "

@@ -39,6 +39,7 @@ def test_manifest_truth_and_held_out_split(corpus):
     assert [line["video"] for line in lines] == ["clips/0000.mp4", "clips/0001.mp4", "clips/0002.mp4",
                                                   "clips/unpaired-0000.mp4"]
     assert [line["split"] for line in lines] == ["train", "train", "valid", "train"]
+    assert [line.get("keep_control", False) for line in lines] == [False, False, False, True]  # the unpaired one
     assert len({truth[line["video"]]["chorale"] for line in lines[:3]}) == 3  # no chorale twice among the paired
     for line in lines:
         clip = truth[line["video"]]
