@@ -156,7 +156,7 @@ def run(name: str, d: Dims, steps: int, repeats: int, device: torch.device, dtyp
     cond = cond.to(device, dtype)
     model, ids = hf_musicgen(d)
     model.to(device)
-    model.decoder.to(dtype)
+    model.to(dtype)  # the whole model: its decoder cross-attends to the text encoder's states
     params = sum(p.numel() for m in (stage.decoder, stage.head) for p in m.parameters())
     bytes_per_step = decoder_bytes(stage)
     if weights == "int8":
@@ -175,7 +175,8 @@ def run(name: str, d: Dims, steps: int, repeats: int, device: torch.device, dtyp
     return {
         "config": {"name": name, **vars(d), "decoder_params": params, "steps": steps, "samples": samples,
                    "cfg": True, "top_k": 250,
-                   "dtype": str(dtype).removeprefix("torch."), "weights": weights, "compiled_ours": compiled,
+                   "dtype": str(dtype).removeprefix("torch."),
+                   "weights": "int8" if weights == "int8" else str(dtype).removeprefix("torch."), "compiled_ours": compiled,
                    "threads": torch.get_num_threads()},
         "device": device_name(device),
         "ours_steps_per_s": steps / ours,
@@ -240,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=1, help="samples decoded at once (default 1)")
     parser.add_argument("--threads", type=int, help="CPU threads for both (default: torch's)")
     parser.add_argument("--weights", choices=["fp32", "int8"], default="fp32",
-                        help="int8: both decoders with tokmusic's int8 Linear layers (CPU)")
+                        help="fp32 (default): the weights in --dtype; int8: both decoders with tokmusic's int8 Linear "
+                        "layers (CPU)")
     parser.add_argument("--compile", action="store_true", help="our decode step through torch.compile "
                         "(TOKMUSIC_COMPILE=1; compiled before timing); MusicGen stays eager")
     parser.add_argument("--profile", action="store_true", help="instead: where a tokmusic decode step's time goes")

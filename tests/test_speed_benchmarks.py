@@ -11,15 +11,17 @@ decode_speed = load_script("benchmarks/decode_speed.py")
 generation_speed = load_script("benchmarks/generation_speed.py")
 
 
-@pytest.mark.parametrize("samples,weights", [(1, "fp32"), (2, "int8")])
-def test_decode_speed_compares_both_sides(samples, weights):
+@pytest.mark.parametrize("samples,weights,dtype", [(1, "fp32", torch.float32), (2, "int8", torch.float32),
+                                                   (1, "fp32", torch.bfloat16)])
+def test_decode_speed_compares_both_sides(samples, weights, dtype):
     dims = decode_speed.Dims(width=64, layers=2, heads=2, ffn=128, codebooks=4, vocab=64, memory=8)
-    result = decode_speed.run("tiny", dims, steps=12, repeats=1, device=torch.device("cpu"), dtype=torch.float32,
+    result = decode_speed.run("tiny", dims, steps=12, repeats=1, device=torch.device("cpu"), dtype=dtype,
                               samples=samples, weights=weights)
     assert {"ours_steps_per_s", "hf_steps_per_s", "ratio", "floor_steps_per_s", "config", "device"} <= set(result)
     assert result["ours_steps_per_s"] > 0 and result["hf_steps_per_s"] > 0
     assert result["ratio"] == pytest.approx(result["ours_steps_per_s"] / result["hf_steps_per_s"])
-    assert result["config"]["samples"] == samples and result["config"]["weights"] == weights
+    assert result["config"]["samples"] == samples
+    assert result["config"]["weights"] == ("int8" if weights == "int8" else str(dtype).removeprefix("torch."))
     assert result["config"]["decoder_params"] > 0
 
 
