@@ -172,11 +172,11 @@ def run(name: str, d: Dims, steps: int, repeats: int, device: torch.device, dtyp
         ours = min(ours, time_ours(stage, cond, timesteps, device, samples))
         hf = min(hf, time_hf(model, ids, steps, device, samples))
     floor = bandwidth(device, dtype) / bytes_per_step
+    dtype_name = str(dtype).removeprefix("torch.")
     return {
         "config": {"name": name, **vars(d), "decoder_params": params, "steps": steps, "samples": samples,
-                   "cfg": True, "top_k": 250,
-                   "dtype": str(dtype).removeprefix("torch."),
-                   "weights": "int8" if weights == "int8" else str(dtype).removeprefix("torch."), "compiled_ours": compiled,
+                   "cfg": True, "top_k": 250, "dtype": dtype_name,
+                   "weights": "int8" if weights == "int8" else dtype_name, "compiled_ours": compiled,
                    "threads": torch.get_num_threads()},
         "device": device_name(device),
         "ours_steps_per_s": steps / ours,

@@ -38,10 +38,6 @@ def timed(fn):
     return time.perf_counter() - start, result
 
 
-def best_of(repeats: int, fn) -> float:
-    return min(timed(fn)[0] for _ in range(repeats))
-
-
 def compare_threads(pipe, video, repeats: int) -> dict:
     default_threads = torch.get_num_threads()
     single = default = float("inf")

@@ -212,9 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{corpus}: need at least 3 held-out clips, found {len(names)}")
     pipe = tokmusic.Pipeline.from_pretrained(args.pipeline) if args.pipeline else default_pipeline()
     random_pipe = tiny_pipeline(seed=0)
-    systems = {"pipeline": pipe, "random": random_pipe}
-    for n, other in enumerate(args.against or [], start=1):
-        systems[against_label(n)] = tokmusic.Pipeline.from_pretrained(other)
+    others = againsts(args)  # row -> directory
+    systems = {"pipeline": pipe, "random": random_pipe,
+               **{label: tokmusic.Pipeline.from_pretrained(d) for label, d in others.items()}}
     sr = pipe.sample_rate
     judge = Judge(pipe.control, sr)
     spectral = SpectralEmbedder()
@@ -269,9 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         "shuffled": [judge.measure(waves["pipeline"][j], a) for j, a in zip(shuffle, answers)],
     }
     rows.update({label: [judge.measure(w, a) for w, a in zip(waves[label], answers)]
-                 for label in ("random", *againsts(args), "codec", "given_semantic") if label in waves})
+                 for label in ("random", *others, "codec", "given_semantic") if label in waves})
     result: dict = {"clips": len(names), "corpus": str(corpus), "seed": args.seed,
-                    "pipeline": args.pipeline or "default", "against": againsts(args), "systems": {}}
+                    "pipeline": args.pipeline or "default", "against": others, "systems": {}}
     truth_emb = [judge.audio_embeddings(w) for w in waves["truth"]]
     truth_spec = [spectral.embed_windows(w, sr) for w in waves["truth"]]
     for label, system_rows in rows.items():
@@ -313,14 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def against_label(n: int) -> str:
-    """The row of the n-th ``--against`` pipeline (from 1)."""
-    return "against" if n == 1 else f"against_{n}"
-
-
 def againsts(args) -> dict[str, str]:
-    """Row -> directory of every ``--against`` pipeline."""
-    return {against_label(n): d for n, d in enumerate(args.against or [], start=1)}
+    """Row -> directory of every ``--against`` pipeline: against, against_2, ..."""
+    return {"against" if n == 1 else f"against_{n}": d for n, d in enumerate(args.against or [], start=1)}
 
 
 def given_semantic(pipe, video: Path, truth: torch.Tensor, seed: int) -> torch.Tensor:
