@@ -13,7 +13,7 @@ import torch
 
 from .beats import estimate_tempo, track_beats
 from .key import Key, estimate_key
-from .spectral import (ANALYSIS_RATE, CHROMA_HOP, ONSET_FFT, ONSET_HOP, chroma, mel_db, pick_peaks,
+from .spectral import (ANALYSIS_RATE, CHROMA_HOP, ONSET_FFT, ONSET_HOP, chroma, mel_db, onset_strength, pick_peaks,
                        power_spectrogram, resample, spectral_flux, to_mono)
 
 SECTION_RATE = 5.0  # frames/s of the self-similarity analysis behind section changes
@@ -102,7 +102,7 @@ def analyze_music(waveform, sample_rate: int, sections: bool = True) -> MusicStr
     fps = sr / ONSET_HOP
     power = power_spectrogram(x, ONSET_FFT, ONSET_HOP)  # [F, T], shared by onsets and brightness
     db = mel_db(power, sr, ONSET_FFT)
-    env = spectral_flux(db).numpy().astype(np.float64)
+    env = onset_strength(x, sr).numpy().astype(np.float64)
     tempo = estimate_tempo(env, fps)
     chroma_frames = chroma(x, sr)
     profile = chroma_frames.double().mean(dim=1).numpy()
