@@ -129,6 +129,29 @@ def test_replace_stage_refuses_an_incompatible_stage(pipe, tmp_path):
         pipe.replace_stage("loud", tmp_path / "fine")
 
 
+def test_a_stage_trained_at_another_frame_rate_is_refused(pipe, tmp_path):
+    """A stage records the fps its visual features were read at; a pipeline reading another rate refuses it,
+    whether swapped in or found in a saved pipeline. A stage that records none (older checkpoints) still loads."""
+    semantic = pipe.stages["semantic"]
+    assert semantic.cfg.visual_fps == pipe.fps
+    cfg = semantic.cfg.to_dict()
+    cfg.update(visual_fps=pipe.fps * 2)
+    save_stage(Stage(StageConfig.from_dict(cfg)), tmp_path / "fast")
+    with pytest.raises(CheckpointError, match=rf"visual_fps={pipe.fps * 2} but pipeline fps={pipe.fps}") as err:
+        pipe.replace_stage("semantic", tmp_path / "fast")
+    assert "fast" in str(err.value)
+    saved = tmp_path / "pipe"
+    pipe.save_pretrained(saved)
+    meta = json.loads((saved / "pipeline.json").read_text())
+    (saved / "pipeline.json").write_text(json.dumps({**meta, "fps": pipe.fps * 2}))
+    with pytest.raises(CheckpointError, match="semantic"):
+        tokmusic.Pipeline.from_pretrained(saved)
+    cfg.update(visual_fps=None)
+    other = tiny_pipeline(seed=0)
+    other.replace_stage("semantic", Stage(StageConfig.from_dict(cfg)))
+    assert other.stages["semantic"].cfg.visual_fps is None
+
+
 def test_stage_round_trip_is_exact(tmp_path):
     stage = tiny_stage("semantic", tiny_parts(0), seed=5)
     save_stage(stage, tmp_path / "s")

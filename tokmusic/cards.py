@@ -62,6 +62,7 @@ def stage_config(card: dict, shape: PipelineShape, *, semantic_vocab: int | None
         raise ConfigError(f"{where}: the pipeline has no semantic tokenizer to size the {kind!r} stage from")
     derived: dict = {
         "visual_dim": shape.visual_dim if use_visual else 0,
+        "visual_fps": shape.fps if use_visual else None,
         "control_dim": (shape.control_dim or 0) if use_control else 0,
     }
     if kind == "semantic":

@@ -20,10 +20,12 @@ class PipelineShape:
     frame_rate: float
     semantic_vocab: int | None
     semantic_rate: float | None
+    fps: float | None = None  # frames per second read from the video
 
     @classmethod
-    def of(cls, visual_encoder, codec, control=None, semantic_tokenizer=None) -> "PipelineShape":
-        """The shape of a pipeline made of these parts."""
+    def of(cls, visual_encoder, codec, control=None, semantic_tokenizer=None, fps: float | None = None
+           ) -> "PipelineShape":
+        """The shape of a pipeline made of these parts, reading the video at ``fps``."""
         tok = semantic_tokenizer
         return cls(
             visual_dim=visual_encoder.dim,
@@ -34,6 +36,7 @@ class PipelineShape:
             frame_rate=codec.frame_rate,
             semantic_vocab=None if tok is None else tok.vocab_size,
             semantic_rate=None if tok is None else tok.frame_rate,
+            fps=None if fps is None else float(fps),
         )
 
 
@@ -42,6 +45,8 @@ def _expectations(cfg: StageConfig, shape: PipelineShape, stages: dict[str, Stag
     pairs: list[tuple[str, object, str, object]] = []
     if cfg.visual_dim:
         pairs.append(("visual_dim", cfg.visual_dim, "visual encoder dim", shape.visual_dim))
+        if cfg.visual_fps is not None and shape.fps is not None:
+            pairs.append(("visual_fps", cfg.visual_fps, "pipeline fps", shape.fps))
     if cfg.control_dim and shape.control_dim is not None:
         pairs.append(("control_dim", cfg.control_dim, "text/audio embedder dim", shape.control_dim))
     semantic = stages.get("semantic")

@@ -93,7 +93,7 @@ class Pipeline:
         return self.codec.sample_rate
 
     def shape(self) -> PipelineShape:
-        return PipelineShape.of(self.visual_encoder, self.codec, self.control, self.semantic_tokenizer)
+        return PipelineShape.of(self.visual_encoder, self.codec, self.control, self.semantic_tokenizer, self.fps)
 
     def _check(self, name: str, cfg, source: str) -> None:
         others = {k: s.cfg for k, s in self.stages.items() if k != name}
@@ -195,7 +195,8 @@ class Pipeline:
                 f"{where}: sample_rate {meta['sample_rate']} but the codec in {directory / 'codec'} runs at "
                 f"{parts['codec'].sample_rate} Hz; the codec was swapped without re-saving the pipeline"
             )
-        shape = PipelineShape.of(parts["visual"], parts["codec"], parts["control"], parts["semantic_tokenizer"])
+        shape = PipelineShape.of(parts["visual"], parts["codec"], parts["control"], parts["semantic_tokenizer"],
+                                 meta.get("fps", 2.0))
         for name, cfg in configs.items():
             if cfg.kind != name:
                 raise CheckpointError(f"{stage_dirs[name]}: holds a {cfg.kind!r} stage where a {name!r} stage is "

@@ -239,7 +239,7 @@ LST_RULES: dict[str, Field] = {
 STAGE_RULES: dict[str, Field | Mapping] = {
     "target_vocab": size(), "target_codebooks": size(MAX_LAYERS), "target_rate": positive(MAX_SIZE),
     "d_model": size(), "n_heads": size(), "encoder_layers": size(MAX_LAYERS), "decoder_layers": size(MAX_LAYERS),
-    "d_ff": size(), "dropout": fraction(below=True), "visual_dim": count(), "lst": LST_RULES, "control_dim": count(),
+    "d_ff": size(), "dropout": fraction(below=True), "visual_dim": count(), "lst": LST_RULES, "visual_fps": positive(), "control_dim": count(),
     "control_dropout": fraction(), "source_vocab": count(), "source_codebooks": size(MAX_LAYERS),
     "source_rate": number(0, MAX_SIZE), "window": positive(), "overlap": number(0), "temperature": number(0),
     "top_k": count(), "top_p": number(0, 1, above=True), "cfg_scale": number(0), "format_version": Field(int),
@@ -278,8 +278,8 @@ def train_fields() -> dict[str, Field]:
 # Card "model" keys that are not StageConfig fields: which optional inputs the stage reads.
 INPUT_SWITCHES = ("use_visual", "use_control")
 # StageConfig fields that the pipeline's parts decide; a card cannot set them.
-PIPELINE_DECIDES = ("kind", "target_vocab", "target_codebooks", "target_rate", "visual_dim", "control_dim",
-                    "source_vocab", "source_codebooks", "source_rate", "format_version")
+PIPELINE_DECIDES = ("kind", "target_vocab", "target_codebooks", "target_rate", "visual_dim", "visual_fps",
+                    "control_dim", "source_vocab", "source_codebooks", "source_rate", "format_version")
 
 
 @functools.cache

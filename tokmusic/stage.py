@@ -44,6 +44,8 @@ class StageConfig:
     Inputs are switched on by a non-zero width: ``visual_dim`` (LST over visual features), ``control_dim``
     (one control token), ``source_vocab`` (tokens of the previous stage at ``source_rate`` per second).
     The target is ``target_codebooks`` streams of ids in ``[0, target_vocab)`` at ``target_rate`` per second.
+    ``visual_fps``: the frames per second its visual features were read at in training (the pipeline's fps);
+    a pipeline reading another rate refuses the stage. Null where not recorded.
     """
 
     kind: str
@@ -58,6 +60,7 @@ class StageConfig:
     dropout: float = 0.1
     visual_dim: int = 0
     lst: LSTConfig = field(default_factory=LSTConfig)
+    visual_fps: float | None = None
     control_dim: int = 0
     control_dropout: float = 0.1
     source_vocab: int = 0

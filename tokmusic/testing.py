@@ -20,6 +20,7 @@ from .stage import Stage
 
 # The tiny stage cards of the repository: the tiny pipeline's stages are built from these very files.
 STAGES_DIR = Path(__file__).resolve().parents[1] / "stages"
+TINY_FPS = 2.0  # frames per second a tiny pipeline reads
 
 
 def tiny_card(kind: str) -> dict:
@@ -51,7 +52,7 @@ def tiny_stage(kind: str, pipeline_parts: dict, seed: int = 0, **overrides) -> S
     from .compatibility import PipelineShape
 
     shape = PipelineShape.of(pipeline_parts["visual_encoder"], pipeline_parts["codec"],
-                             pipeline_parts.get("control"), pipeline_parts["semantic_tokenizer"])
+                             pipeline_parts.get("control"), pipeline_parts["semantic_tokenizer"], TINY_FPS)
     card = tiny_card(kind)
     cfg = stage_config({**card, "model": {**card["model"], **overrides}}, shape, where=str(STAGES_DIR / kind))
     with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's random state
@@ -64,7 +65,7 @@ def tiny_pipeline(seed: int = 0, **stage_overrides) -> Pipeline:
     parts = tiny_parts(seed)
     stages = {kind: tiny_stage(kind, parts, seed + i, **stage_overrides.get(kind, {}))
               for i, kind in enumerate(("semantic", "coarse", "fine"))}
-    return Pipeline(stages=stages, fps=2.0, **parts)
+    return Pipeline(stages=stages, fps=TINY_FPS, **parts)
 
 
 __all__ = ["tiny_card", "tiny_parts", "tiny_stage", "tiny_pipeline"]
