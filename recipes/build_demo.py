@@ -41,7 +41,7 @@ from tokmusic.training.cli import RecipeParser, run
 
 RECIPES = Path(__file__).resolve().parent
 ROOT = RECIPES.parent
-FPS = 4.0
+FPS = 8.0  # frames/s read from the video: the demo corpus's beat surges need more than two frames per beat
 IMAGE_SIZE = 160  # EfficientNet input: 160 px runs ~3x faster than 224 on a CPU
 CODEC = {"sample_rate": 16000, "hop_length": 320, "n_q": 4, "n_coarse": 2, "codebook_size": 256}
 SEMANTIC_CLUSTERS = 64
@@ -80,7 +80,8 @@ def base_pipeline(seed: int):
         "control": sentence_audio_control(sample_rate=CODEC["sample_rate"], seed=seed),
         "semantic_tokenizer": spectral_tokenizer(SEMANTIC_CLUSTERS, seed=seed, sample_rate=CODEC["sample_rate"]),
     }
-    shape = PipelineShape.of(parts["visual_encoder"], parts["codec"], parts["control"], parts["semantic_tokenizer"])
+    shape = PipelineShape.of(parts["visual_encoder"], parts["codec"], parts["control"], parts["semantic_tokenizer"],
+                             FPS)
     stages = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -14,9 +14,12 @@ a clip already on disk is kept (re-running finishes an interrupted render).
 
 The correspondences, each one observable in the video and checkable in the music:
 
-* **motion speed -> tempo**: the camera pans across the photograph at ``PAN_PIXELS_PER_BEAT`` pixels (of the
-  output frame) per beat, so pixels per second = tempo / 60 * PAN_PIXELS_PER_BEAT; tempi are drawn from
-  ``TEMPO_RANGE`` BPM.
+* **motion -> tempo and beat**: the camera pans across the photograph at ``PAN_PIXELS_PER_BEAT`` pixels (of the
+  output frame) per beat, so its mean speed in pixels per second = tempo / 60 * PAN_PIXELS_PER_BEAT; tempi are
+  drawn from ``TEMPO_RANGE`` BPM. The pan moves in surges, one per beat: its speed is the mean times
+  1 + ``PAN_SURGE`` cos(2 pi beats), fastest on each beat of the music's grid (rests included), so the video
+  shows where the beats fall as well as how fast they come. A video needs more than two frames per beat to show
+  the surges (8 fps against 140 BPM gives 3.4).
 * **cuts -> phrase boundaries**: each phrase of the chorale (phrases end on the fermatas) is one scene
   with its own photograph; after each phrase the music breathes for 1 to ``MAX_BREATH_BEATS`` beats of silence
   (drawn per phrase) and the next phrase starts with the cut. The breath's length varies so that only the cut,
@@ -57,7 +60,8 @@ TEMPO_WORDS = ((85.0, "slow"), (115.0, "moderate"), (float("inf"), "fast"))  # u
 INSTRUMENTS = {"piano": 0, "organ": 19}  # General MIDI programs: acoustic grand, church organ
 INSTRUMENT_WORDS = {"piano": "piano", "organ": "church organ"}
 TINTS = {"piano": ((1.15, 0.95, 0.65), (30, 10, 0)), "organ": ((0.65, 0.9, 1.2), (0, 10, 35))}  # gain, offset
-PAN_PIXELS_PER_BEAT = 24.0
+PAN_PIXELS_PER_BEAT = 48.0
+PAN_SURGE = 0.8  # the pan's speed swings between 0.2 and 1.8 times its mean, fastest on each beat
 MAX_BREATH_BEATS = 3  # the silence between phrases lasts 1, 2 or 3 beats
 LEAD_IN = 0.5  # seconds before the first note
 TAIL = 0.75  # seconds after the last note (releases)
@@ -178,28 +182,38 @@ def photograph(name: str):
     return img
 
 
-def scene_frames(img, size: int, pixels_per_second: float, fps: int, count: int, rng):
-    """``count`` frames of a camera panning across ``img`` at ``pixels_per_second`` (output pixels),
-    bouncing off the edges, in a random direction from a random start."""
+def pan_distance(t, bpm: float):
+    """Output pixels the camera has travelled by time ``t`` (seconds, array or float) at ``bpm``: the integral of
+    its speed, PAN_PIXELS_PER_BEAT per beat with a surge on each beat (beats at LEAD_IN + k * 60 / bpm)."""
+    import numpy as np
+
+    spq = 60.0 / bpm
+    return PAN_PIXELS_PER_BEAT / spq * (t + PAN_SURGE * spq / (2 * np.pi) * np.sin(2 * np.pi * (t - LEAD_IN) / spq))
+
+
+def scene_frames(img, size: int, travelled, rng):
+    """Frames of a camera panning across ``img`` in a random direction from a random start, bouncing off the
+    edges; ``travelled``: output pixels covered by each frame's time (one frame per entry)."""
     import numpy as np
 
     h, w = img.shape[:2]
     crop = int(min(h, w) * 0.6)
     scale = crop / size  # image pixels per output pixel
     angle = rng.uniform(0, 2 * np.pi)
-    velocity = np.array([np.sin(angle), np.cos(angle)]) * pixels_per_second * scale / fps
+    direction = np.array([np.sin(angle), np.cos(angle)]) * scale
     pos = np.array([rng.uniform(0, h - crop), rng.uniform(0, w - crop)])
     limit = np.array([h - crop, w - crop], dtype=float)
     idx = (np.arange(size) * scale).astype(int)
     frames = []
-    for _ in range(count):
+    for k in range(len(travelled)):
+        if k:
+            pos = pos + direction * (travelled[k] - travelled[k - 1])
+            for d in range(2):  # bounce
+                if pos[d] < 0 or pos[d] > limit[d]:
+                    direction[d] = -direction[d]
+                    pos[d] = min(max(pos[d], 0.0), limit[d])
         y, x = int(pos[0]), int(pos[1])
         frames.append(img[y + idx][:, x + idx])
-        pos = pos + velocity
-        for d in range(2):  # bounce
-            if pos[d] < 0 or pos[d] > limit[d]:
-                velocity[d] = -velocity[d]
-                pos[d] = min(max(pos[d], 0.0), limit[d])
     return frames
 
 
@@ -232,8 +246,9 @@ def make_clip(path: Path, index: int, chorale: str, split: str, seed: int, max_s
     total = int(round(duration * fps))
     frames = []
     for k, name in enumerate(names):
-        count = int(round(bounds[k + 1] * fps)) - int(round(bounds[k] * fps))
-        frames += scene_frames(photograph(name), size, speed, fps, count, rng)
+        first, stop = int(round(bounds[k] * fps)), int(round(bounds[k + 1] * fps))
+        travelled = pan_distance(np.arange(first, stop) / fps, video_bpm)
+        frames += scene_frames(photograph(name), size, travelled, rng)
     frames = frames[:total]
     graded = [np.clip(f.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8) for f in frames]
     wave = render(plan["events"], duration, INSTRUMENTS[instrument])

@@ -80,6 +80,40 @@ def test_cuts_fall_where_the_music_breathes(corpus):
         assert np.median(beats) == pytest.approx(60 / clip["tempo"], rel=1e-3)
 
 
+def test_camera_surges_on_each_beat_at_a_mean_speed_set_by_the_tempo():
+    dc = demo_corpus()
+    bpm = 90.0
+    spq = 60 / bpm
+    beats = dc.LEAD_IN + spq * np.arange(3, 8)
+    per_beat = dc.pan_distance(beats + spq, bpm) - dc.pan_distance(beats, bpm)
+    np.testing.assert_allclose(per_beat, dc.PAN_PIXELS_PER_BEAT)  # a beat's travel, wherever the beat falls
+    step = 1e-4
+    speed = lambda t: (dc.pan_distance(t + step, bpm) - dc.pan_distance(t - step, bpm)) / (2 * step)  # noqa: E731
+    mean = dc.PAN_PIXELS_PER_BEAT / spq
+    np.testing.assert_allclose(speed(beats), mean * (1 + dc.PAN_SURGE), rtol=1e-4)  # fastest on the beat
+    np.testing.assert_allclose(speed(beats + spq / 2), mean * (1 - dc.PAN_SURGE), rtol=1e-4)  # slowest between
+
+
+def test_the_picture_changes_most_on_the_beats(corpus):
+    """In the rendered clips, consecutive frames differ more across a beat than across the middle of one."""
+    dc = demo_corpus()
+    meta = json.loads((corpus / "truth.json").read_text())
+    truth, fps = meta["clips"], meta["fps"]
+    near, between = [], []
+    for name, clip in truth.items():
+        frames = torch.cat([f for f, _ in read_frames(corpus / name, fps=fps, size=None)]).float().mean(-1)
+        change = (frames[1:] - frames[:-1]).abs().mean((1, 2)).numpy()  # frame k-1 -> k
+        mid = (np.arange(1, len(frames)) - 0.5) / fps  # the middle of each step
+        spq = 60 / clip.get("video_tempo", clip["tempo"])
+        phase = ((mid - dc.LEAD_IN) / spq) % 1.0  # beats at LEAD_IN + k * spq
+        cuts = np.array(clip["cuts"])
+        inside = np.array([np.min(np.abs(cuts - t)) > 1.0 / fps for t in mid])  # not across a cut
+        near += list(change[inside & ((phase < 0.2) | (phase > 0.8))])
+        between += list(change[inside & (np.abs(phase - 0.5) < 0.2)])
+    assert len(near) > 10 and len(between) > 10
+    assert np.mean(near) > 1.5 * np.mean(between)
+
+
 def test_same_arguments_same_clip_and_rerun_keeps_files(corpus, tmp_path):
     dc = demo_corpus()
     truth = json.loads((corpus / "truth.json").read_text())["clips"]
