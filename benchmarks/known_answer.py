@@ -24,10 +24,11 @@ Measures:
 (a) codec: multi-scale log-mel distance, SI-SNR and chroma agreement (do the notes survive? see
     ``tokmusic.evaluation.reconstruction.chroma_agreement``) of the pipeline codec's reconstruction of the truth
     (and of the random pipeline's codec); ``--only codec`` measures just this;
-(b) tempo: Spearman correlation across clips between the tempo of the music (onset autocorrelation, folded by
-    octaves into the corpus's tempo range ``TEMPO_RANGE`` when it lies outside it, ``fold_tempo``) and the tempo
-    the video implies (its pan speed), and the share of clips within 8 % of it, overall and per instrument (an
-    organ's notes change pitch, not loudness);
+(b) tempo: Spearman correlation across clips between the tempo of the music (autocorrelation of the fine log-mel
+    onset envelope, ``tokmusic.evaluation.spectral.onset_strength``, folded by octaves into the corpus's tempo
+    range ``TEMPO_RANGE`` when it lies outside it, ``fold_tempo``) and the tempo the video implies (the rate of
+    its pan's surges), and the share of clips within 8 % of it, overall and per instrument (an organ's notes
+    change pitch, not loudness);
 (c) phrases: the times where the music resumes after a pause, against the video's cuts: F1 at +-0.5 s; beat
     coverage and hit scores (BCS = generated beats / truth beats, BHS = generated beats within 0.1 s of a truth
     beat / truth beats) and the share of cuts with a generated beat within 0.1 s;
