@@ -195,8 +195,8 @@ class Pipeline:
                 f"{where}: sample_rate {meta['sample_rate']} but the codec in {directory / 'codec'} runs at "
                 f"{parts['codec'].sample_rate} Hz; the codec was swapped without re-saving the pipeline"
             )
-        shape = PipelineShape.of(parts["visual"], parts["codec"], parts["control"], parts["semantic_tokenizer"],
-                                 meta.get("fps", 2.0))
+        fps = meta.get("fps", 2.0)
+        shape = PipelineShape.of(parts["visual"], parts["codec"], parts["control"], parts["semantic_tokenizer"], fps)
         for name, cfg in configs.items():
             if cfg.kind != name:
                 raise CheckpointError(f"{stage_dirs[name]}: holds a {cfg.kind!r} stage where a {name!r} stage is "
@@ -210,7 +210,7 @@ class Pipeline:
         stages = {name: load_stage(stage_dirs[name], cfg=configs[name]) for name in STAGES}
         try:
             return cls(visual_encoder=parts["visual"], codec=parts["codec"], control=parts["control"],
-                       semantic_tokenizer=parts["semantic_tokenizer"], stages=stages, fps=meta.get("fps", 2.0))
+                       semantic_tokenizer=parts["semantic_tokenizer"], stages=stages, fps=fps)
         except CheckpointError as exc:
             raise CheckpointError(f"{directory}: {exc}") from None
 

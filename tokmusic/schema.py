@@ -239,8 +239,9 @@ LST_RULES: dict[str, Field] = {
 STAGE_RULES: dict[str, Field | Mapping] = {
     "target_vocab": size(), "target_codebooks": size(MAX_LAYERS), "target_rate": positive(MAX_SIZE),
     "d_model": size(), "n_heads": size(), "encoder_layers": size(MAX_LAYERS), "decoder_layers": size(MAX_LAYERS),
-    "d_ff": size(), "dropout": fraction(below=True), "visual_dim": count(), "lst": LST_RULES, "visual_fps": positive(), "control_dim": count(),
-    "control_dropout": fraction(), "source_vocab": count(), "source_codebooks": size(MAX_LAYERS),
+    "d_ff": size(), "dropout": fraction(below=True), "visual_dim": count(), "lst": LST_RULES,
+    "visual_fps": positive(), "control_dim": count(), "control_dropout": fraction(), "source_vocab": count(),
+    "source_codebooks": size(MAX_LAYERS),
     "source_rate": number(0, MAX_SIZE), "window": positive(), "overlap": number(0), "temperature": number(0),
     "top_k": count(), "top_p": number(0, 1, above=True), "cfg_scale": number(0), "format_version": Field(int),
 }

@@ -14,7 +14,7 @@ import torch
 from .beats import estimate_tempo, track_beats
 from .key import Key, estimate_key
 from .spectral import (ANALYSIS_RATE, CHROMA_HOP, ONSET_FFT, ONSET_HOP, chroma, mel_db, onset_strength, pick_peaks,
-                       power_spectrogram, resample, spectral_flux, to_mono)
+                       power_spectrogram, resample, to_mono)
 
 SECTION_RATE = 5.0  # frames/s of the self-similarity analysis behind section changes
 
@@ -100,8 +100,7 @@ def analyze_music(waveform, sample_rate: int, sections: bool = True) -> MusicStr
     x = resample(to_mono(waveform), sample_rate, ANALYSIS_RATE)
     sr = ANALYSIS_RATE
     fps = sr / ONSET_HOP
-    power = power_spectrogram(x, ONSET_FFT, ONSET_HOP)  # [F, T], shared by onsets and brightness
-    db = mel_db(power, sr, ONSET_FFT)
+    power = power_spectrogram(x, ONSET_FFT, ONSET_HOP)  # [F, T], shared by section changes and brightness
     env = onset_strength(x, sr).numpy().astype(np.float64)
     tempo = estimate_tempo(env, fps)
     chroma_frames = chroma(x, sr)
@@ -119,7 +118,7 @@ def analyze_music(waveform, sample_rate: int, sections: bool = True) -> MusicStr
         tempo=float(tempo),
         beats=track_beats(env, fps, tempo) if tempo > 0 else np.zeros(0),
         onsets=pick_peaks(env) / fps,
-        sections=section_changes(db, chroma_frames) if sections else np.zeros(0),
+        sections=section_changes(mel_db(power, sr, ONSET_FFT), chroma_frames) if sections else np.zeros(0),
         key=estimate_key(profile) if total > 0 else None,
         chroma_mean=profile,
         loudness_db=20.0 * np.log10(max(rms, 1e-10)),
