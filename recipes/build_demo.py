@@ -94,12 +94,12 @@ def base_pipeline(seed: int):
 def main(argv: list[str] | None = None) -> int:
     p = RecipeParser(prog="recipes/build_demo.py", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="build directory (re-running the same command resumes)")
-    p.add_argument("--count", type=int, default=320, help="corpus clips")
-    p.add_argument("--valid", type=int, default=16, help="held-out corpus clips")
+    p.add_argument("--count", type=int, default=336, help="corpus clips")
+    p.add_argument("--valid", type=int, default=32, help="held-out corpus clips")
     p.add_argument("--unpaired", type=int, default=40, help="extra training clips whose camera speed and colour "
                    "are drawn apart from the music (they teach text control; recipes/demo_corpus.py; default "
                    "%(default)s)")
-    p.add_argument("--codec-steps", type=int, default=1500)
+    p.add_argument("--codec-steps", type=int, default=6000)
     p.add_argument("--control-steps", type=int, default=600)
     p.add_argument("--stage-steps", type=int, help="training steps of each stage (default: each card's max_steps)")
     p.add_argument("--stage-jobs", type=int, help="stages trained side by side, each in its own process (default: "

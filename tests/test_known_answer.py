@@ -1,10 +1,11 @@
-"""benchmarks/known_answer.py: its measures on answers that are known; and benchmarks/video_probe.py on the same
-small rendered world."""
+"""benchmarks/known_answer.py and its judge (tokmusic.evaluation.known_answer): the measures on answers that are
+known; and benchmarks/video_probe.py on the same small rendered world."""
 
 import numpy as np
 import pytest
 
 from scripts import load_script
+from tokmusic.evaluation.known_answer import derangement, fold_tempo, spearman
 from tokmusic.errors import DataError
 
 
@@ -13,31 +14,31 @@ def bench():
     return load_script("benchmarks/known_answer.py")
 
 
-def test_fold_tempo_puts_octave_errors_back_in_range(bench):
-    assert bench.fold_tempo(45.0) == 90.0
-    assert bench.fold_tempo(260.0) == 130.0
-    assert bench.fold_tempo(90.0) == 90.0
+def test_fold_tempo_puts_octave_errors_back_in_range():
+    assert fold_tempo(45.0) == 90.0
+    assert fold_tempo(260.0) == 130.0
+    assert fold_tempo(90.0) == 90.0
     # the corpus's range [60, 140) widened by 10 %: an estimate near its edges is trusted, not flipped
-    assert bench.fold_tempo(58.8) == 58.8 and bench.fold_tempo(145.0) == 145.0
-    assert bench.fold_tempo(160.0) == 80.0 and bench.fold_tempo(54.0) == 108.0
-    assert np.isnan(bench.fold_tempo(0.0))  # no pulse found
+    assert fold_tempo(58.8) == 58.8 and fold_tempo(145.0) == 145.0
+    assert fold_tempo(160.0) == 80.0 and fold_tempo(54.0) == 108.0
+    assert np.isnan(fold_tempo(0.0))  # no pulse found
 
 
-def test_spearman_matches_known_rank_correlations(bench):
+def test_spearman_matches_known_rank_correlations():
     x = [1.0, 2.0, 3.0, 4.0, 5.0]
-    assert bench.spearman(x, [10, 20, 30, 40, 50]) == pytest.approx(1.0)
-    assert bench.spearman(x, [5, 4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert bench.spearman(x, [1, 2, 3, 5, 4]) == pytest.approx(0.9)  # 1 - 6*2/(5*24)
+    assert spearman(x, [10, 20, 30, 40, 50]) == pytest.approx(1.0)
+    assert spearman(x, [5, 4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman(x, [1, 2, 3, 5, 4]) == pytest.approx(0.9)  # 1 - 6*2/(5*24)
     # the NaN pair is dropped; the tie shares rank 0.5: r = -4.5 / sqrt(5 * 4.5)
-    assert bench.spearman([1, 2, float("nan"), 3, 4], [3, 2, 9, 1, 1]) == pytest.approx(-0.9486833, abs=1e-6)
-    assert np.isnan(bench.spearman([1, 2], [1, 2]))
+    assert spearman([1, 2, float("nan"), 3, 4], [3, 2, 9, 1, 1]) == pytest.approx(-0.9486833, abs=1e-6)
+    assert np.isnan(spearman([1, 2], [1, 2]))
 
 
-def test_derangement_moves_every_clip(bench):
+def test_derangement_moves_every_clip():
     for seed in range(20):
-        p = bench.derangement(7, seed)
+        p = derangement(7, seed)
         assert sorted(p) == list(range(7)) and all(i != j for i, j in enumerate(p))
-    assert bench.derangement(7, 3) == bench.derangement(7, 3)
+    assert derangement(7, 3) == derangement(7, 3)
 
 
 @pytest.fixture(scope="module")

@@ -5,5 +5,6 @@
 
 Modules: `embedders` / `visual` (what turns clips into vectors), `structure` (tempo, beats, onsets,
 sections, key), `video_events` (cuts, motion), `alignment` and `events` (audio-visual scores), `report`
-(the whole evaluation), `plots` (PNGs), `command` (the CLI). Distribution metrics live in `tokmusic.metrics`.
+(the whole evaluation), `plots` (PNGs), `command` (the CLI), `known_answer` (the demo world's judge, behind
+benchmarks/known_answer.py). Distribution metrics live in `tokmusic.metrics`.
 """
