@@ -16,6 +16,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..metrics import frechet_distance
+from .events import event_f1, pooled_f1
+from .structure import analyze_music, pause_ends
+
 TEMPO_RANGE = (60.0, 140.0)  # recipes/demo_corpus.py draws tempi from this range
 TEMPO_MARGIN = 1.1  # an estimate within 10 % of TEMPO_RANGE is trusted as it is (see fold_tempo)
 PHRASE_TOLERANCE = 0.5
@@ -96,9 +100,6 @@ class Judge:
             return torch.stack([self.control.embed_audio(c, self.sample_rate).float().reshape(-1) for c in chunks])
 
     def measure(self, wave: torch.Tensor, answers: dict) -> dict:
-        from tokmusic.evaluation.events import event_f1
-        from tokmusic.evaluation.structure import analyze_music, pause_ends
-
         s = analyze_music(wave, self.sample_rate, sections=False)
         end = min(s.duration, answers["duration"])
         cuts = np.asarray([c for c in answers["cuts"] if c <= end])
@@ -114,8 +115,7 @@ class Judge:
 
 
 def summarize(rows: list[dict], answers: list[dict]) -> dict:
-    from tokmusic.evaluation.events import pooled_f1
-
+    """The measures over clips: ``rows`` from ``Judge.measure``, ``answers`` the same clips' truth."""
     implied = [a["tempo"] for a in answers]
     within = [abs(r["tempo_folded"] - t) / t <= 0.08 for r, t in zip(rows, implied)]  # NaN counts as a miss
     piano = [a["instrument"] == "piano" for a in answers]
@@ -137,12 +137,10 @@ def summarize(rows: list[dict], answers: list[dict]) -> dict:
 
 
 def frechet(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-    from tokmusic.metrics import frechet_distance
-
+    """Frechet distance between two sets of embeddings, each given as a list of ``[n_i, D]`` tensors."""
     return round(float(frechet_distance(torch.cat(a).double(), torch.cat(b).double())), 4)
 
 
 def judge_tempo(wave: torch.Tensor, sr: int) -> float:
-    from tokmusic.evaluation.structure import analyze_music
-
+    """The tempo (BPM) the judge reads in ``wave``; 0.0 when it finds no pulse."""
     return analyze_music(wave, sr, sections=False).tempo
