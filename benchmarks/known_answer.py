@@ -155,12 +155,17 @@ def main(argv: list[str] | None = None) -> int:
                     "pipeline": args.pipeline or "default", "against": others, "systems": {}}
     truth_emb = [judge.audio_embeddings(w) for w in waves["truth"]]
     truth_spec = [spectral.embed_windows(w, sr) for w in waves["truth"]]
+    embedded: dict = {}  # waves -> their (control, spectral) embeddings: the shuffled row shares the pipeline's
     for label, system_rows in rows.items():
         summary = summarize(system_rows, answers)
         source = {"shuffled": "pipeline"}.get(label, label)
         if label != "truth":
-            summary["fd_control"] = frechet([judge.audio_embeddings(w) for w in waves[source]], truth_emb)
-            summary["fd_spectral"] = frechet([spectral.embed_windows(w, sr) for w in waves[source]], truth_spec)
+            if source not in embedded:
+                embedded[source] = ([judge.audio_embeddings(w) for w in waves[source]],
+                                    [spectral.embed_windows(w, sr) for w in waves[source]])
+            control_emb, spectral_emb = embedded[source]
+            summary["fd_control"] = frechet(control_emb, truth_emb)
+            summary["fd_spectral"] = frechet(spectral_emb, truth_spec)
         result["systems"][label] = summary
     result["codec"] = codec_means
 
