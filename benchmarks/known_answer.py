@@ -144,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     shuffle = derangement(len(names), args.seed)
+    heard = [judge.analyse(w) for w in waves["pipeline"]]  # the shuffled row scores the same music
     rows = {
         "truth": [judge.measure(w, a) for w, a in zip(waves["truth"], answers)],
-        "pipeline": [judge.measure(w, a) for w, a in zip(waves["pipeline"], answers)],
-        "shuffled": [judge.measure(waves["pipeline"][j], a) for j, a in zip(shuffle, answers)],
+        "pipeline": [judge.score(h, a) for h, a in zip(heard, answers)],
+        "shuffled": [judge.score(heard[j], a) for j, a in zip(shuffle, answers)],
     }
     rows.update({label: [judge.measure(w, a) for w, a in zip(waves[label], answers)]
                  for label in ("random", *others, "codec", "given_semantic") if label in waves})

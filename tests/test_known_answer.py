@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from scripts import load_script
-from tokmusic.evaluation.known_answer import derangement, fold_tempo, spearman
+from tokmusic.evaluation.known_answer import Judge, derangement, fold_tempo, spearman
 from tokmusic.errors import DataError
 
 
@@ -39,6 +39,20 @@ def test_derangement_moves_every_clip():
         p = derangement(7, seed)
         assert sorted(p) == list(range(7)) and all(i != j for i, j in enumerate(p))
     assert derangement(7, 3) == derangement(7, 3)
+
+
+def test_score_checks_one_analysis_against_each_clip_answers():
+    """``Judge.score`` on a known analysis (a beat every 0.5 s, restarts at 2.1 s and 6.0 s): its own clip's
+    answers score every beat and the cut it restarts at; another clip's answers (the shuffled row) do not."""
+    heard = {"duration": 8.0, "tempo": 240.0, "beats": np.arange(0.0, 8.0, 0.5), "restarts": np.array([2.1, 6.0]),
+             "piano_score": 0.3}
+    own = {"duration": 8.0, "cuts": [2.0, 6.05], "beats": list(np.arange(0.0, 8.0, 0.5))}
+    other = {"duration": 8.0, "cuts": [3.3, 4.7], "beats": list(np.arange(0.25, 8.0, 0.5))}
+    row = Judge.score(heard, own)
+    assert row["phrase"].matched == 2 and row["bhs"] == 1.0 and row["cut_beat_hits"] == 2
+    assert row["tempo_folded"] == fold_tempo(240.0) and row["piano_score"] == 0.3
+    wrong = Judge.score(heard, other)
+    assert wrong["phrase"].matched == 0 and wrong["bhs"] == 0.0 and wrong["cut_beat_hits"] == 0
 
 
 @pytest.fixture(scope="module")

@@ -99,23 +99,34 @@ class Judge:
         with torch.inference_mode():
             return torch.stack([self.control.embed_audio(c, self.sample_rate).float().reshape(-1) for c in chunks])
 
-    def measure(self, wave: torch.Tensor, answers: dict) -> dict:
+    def analyse(self, wave: torch.Tensor) -> dict:
+        """What the judge reads in ``wave`` on its own: tempo, beats, pause ends and the piano score."""
         s = analyze_music(wave, self.sample_rate, sections=False)
-        end = min(s.duration, answers["duration"])
+        return {"duration": s.duration, "tempo": s.tempo, "beats": s.beats,
+                "restarts": pause_ends(wave, self.sample_rate), "piano_score": self.piano_score(wave)}
+
+    @staticmethod
+    def score(analysis: dict, answers: dict) -> dict:
+        """One clip's row: an ``analyse`` result scored against that clip's answers (cuts, beats)."""
+        end = min(analysis["duration"], answers["duration"])
         cuts = np.asarray([c for c in answers["cuts"] if c <= end])
         truth_beats = np.asarray([b for b in answers["beats"] if b <= end])
-        beats = s.beats[s.beats <= end]
-        restarts = pause_ends(wave, self.sample_rate)
+        beats = analysis["beats"][analysis["beats"] <= end]
+        restarts = analysis["restarts"]
         phrase = event_f1(cuts, restarts[restarts <= end], PHRASE_TOLERANCE)
         hits = sum(1 for b in beats if truth_beats.size and np.min(np.abs(truth_beats - b)) <= BEAT_TOLERANCE)
         cut_hits = sum(1 for c in cuts if beats.size and np.min(np.abs(beats - c)) <= BEAT_TOLERANCE)
-        return {"tempo": s.tempo, "tempo_folded": fold_tempo(s.tempo), "phrase": phrase,
+        return {"tempo": analysis["tempo"], "tempo_folded": fold_tempo(analysis["tempo"]), "phrase": phrase,
                 "bcs": beats.size / max(1, truth_beats.size), "bhs": hits / max(1, truth_beats.size),
-                "cut_beat_hits": cut_hits, "cuts": int(cuts.size), "piano_score": self.piano_score(wave)}
+                "cut_beat_hits": cut_hits, "cuts": int(cuts.size), "piano_score": analysis["piano_score"]}
+
+    def measure(self, wave: torch.Tensor, answers: dict) -> dict:
+        """``score(analyse(wave), answers)``."""
+        return self.score(self.analyse(wave), answers)
 
 
 def summarize(rows: list[dict], answers: list[dict]) -> dict:
-    """The measures over clips: ``rows`` from ``Judge.measure``, ``answers`` the same clips' truth."""
+    """The measures over clips: ``rows`` from ``Judge.measure`` (or ``score``), ``answers`` the same clips' truth."""
     implied = [a["tempo"] for a in answers]
     within = [abs(r["tempo_folded"] - t) / t <= 0.08 for r, t in zip(rows, implied)]  # NaN counts as a miss
     piano = [a["instrument"] == "piano" for a in answers]
