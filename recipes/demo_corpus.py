@@ -51,11 +51,11 @@ import json
 import os
 from pathlib import Path
 
+from tokmusic.evaluation.known_answer import TEMPO_RANGE  # BPM, quarter-note beats; the judge folds into it
 from tokmusic.training.cli import RecipeParser, run
 from tokmusic.training.clip_writer import write_av
 
 SAMPLE_RATE = 16000
-TEMPO_RANGE = (60.0, 140.0)  # BPM, quarter-note beats
 TEMPO_WORDS = ((85.0, "slow"), (115.0, "moderate"), (float("inf"), "fast"))  # upper bound -> word
 INSTRUMENTS = {"piano": 0, "organ": 19}  # General MIDI programs: acoustic grand, church organ
 INSTRUMENT_WORDS = {"piano": "piano", "organ": "church organ"}

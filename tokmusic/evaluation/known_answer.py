@@ -20,7 +20,7 @@ from ..metrics import frechet_distance
 from .events import event_f1, pooled_f1
 from .structure import analyze_music, pause_ends
 
-TEMPO_RANGE = (60.0, 140.0)  # recipes/demo_corpus.py draws tempi from this range
+TEMPO_RANGE = (60.0, 140.0)  # BPM of quarter-note beats: recipes/demo_corpus.py draws tempi from this range
 TEMPO_MARGIN = 1.1  # an estimate within 10 % of TEMPO_RANGE is trusted as it is (see fold_tempo)
 PHRASE_TOLERANCE = 0.5
 BEAT_TOLERANCE = 0.1
