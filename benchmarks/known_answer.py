@@ -39,7 +39,8 @@ Measures:
 
 Instrument is judged zero-shot by the pipeline's control embedder: which caption, "... played on piano" or
 "... played on church organ", the audio embeds nearer to; its accuracy on the truth is reported as its ceiling.
-The judge of one waveform and the sums over clips are ``tokmusic.evaluation.known_answer``.
+The judge of one waveform and the sums over clips are ``tokmusic.evaluation.known_answer``. Progress goes to
+stderr (``--quiet`` silences it), the table or the ``--json`` object to stdout.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="also write the generated music here (WAV) and a spectrogram PNG of the first two clips")
     p.add_argument("--only", choices=("codec",), help="measure only (a), the codecs' reconstructions (fast)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = p.parse_args(argv)
 
     import tokmusic
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     sr = pipe.sample_rate
     judge = Judge(pipe.control, sr)
     spectral = SpectralEmbedder()
-    log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
     answers, waves = [], {"truth": [], "codec": [], **{label: [] for label in systems}}
     if pipe.semantic_tokenizer is not None:
@@ -143,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result) if args.json else "\n".join(codec_lines(result)))
         return 0
 
+    log(f"judging {len(names)} clips of {len(waves)} systems ({time.perf_counter() - started:.0f} s)")
     shuffle = derangement(len(names), args.seed)
     heard = [judge.analyse(w) for w in waves["pipeline"]]  # the shuffled row scores the same music
     rows = {
@@ -186,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             faster += bool(tempo["fast"] > tempo["slow"])
             score = {w: judge.piano_score(make(t)) for w, t in INSTRUMENT_PROMPTS.items()}
             more_piano += bool(score["piano"] > score["organ"])
+            log(f"  prompts {label} {i + 1}/{k} ({time.perf_counter() - started:.0f} s)")
         text[label] = {"fast_faster_than_slow": round(faster / k, 4), "piano_prompt_more_piano": round(more_piano / k, 4),
                        "clips": k}
     result["text_control"] = text

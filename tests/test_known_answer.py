@@ -101,7 +101,9 @@ def test_full_run_scores_every_system_and_the_truth_scores_best(bench, small_wor
     capsys.readouterr()
     assert bench.main(["--corpus", str(corpus), "--pipeline", str(pipe), "--against", str(pipe), "--seconds", "6",
                        "--prompt-clips", "1", "--prompt-seconds", "2", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr()
+    result = json.loads(out.out)  # stdout is the JSON object alone; progress went to stderr
+    assert "clip 3/3" in out.err and "judging 3 clips" in out.err and "prompts pipeline 1/1" in out.err
     systems = result["systems"]
     assert set(systems) == {"truth", "pipeline", "shuffled", "random", "against", "codec", "given_semantic"}
     # the same pipeline given as --against, with the same seeds, makes the same music
