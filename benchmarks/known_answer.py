@@ -28,7 +28,8 @@ Measures:
     onset envelope, ``tokmusic.evaluation.spectral.onset_strength``, folded by octaves into the corpus's tempo
     range when it lies outside it, ``fold_tempo``) and the tempo the video implies (the rate of its pan's
     surges), and the share of clips within 8 % of it, overall and per instrument (an organ's notes change pitch,
-    not loudness);
+    not loudness); ``--tempo-seeds K`` measures the Spearman of the pipeline (and of ``--against``) again with K - 1
+    more seed sets, as one draw of it moves with the sampling seed far more than the phrase F1 does;
 (c) phrases: the times where the music resumes after a pause, against the video's cuts: F1 at +-0.5 s; beat
     coverage and hit scores (BCS = generated beats / truth beats, BHS = generated beats within 0.1 s of a truth
     beat / truth beats) and the share of cuts with a generated beat within 0.1 s;
@@ -56,8 +57,9 @@ import numpy as np
 import torch
 
 from tokmusic.evaluation.known_answer import (INSTRUMENT_PROMPTS, TEMPO_PROMPTS, Judge, derangement, fold_tempo,
-                                              frechet, judge_tempo, summarize)
+                                              frechet, judge_tempo, spearman, summarize)
 
+SEED_STRIDE = 1000  # --tempo-seeds: seed set k generates clip i with seed SEED + SEED_STRIDE * k + i
 SPECTROGRAM_SECONDS = 15  # of each of the first two clips, in --out's spectrogram.png
 
 
@@ -71,12 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, help="only the first SECONDS of each clip (default: all)")
     p.add_argument("--prompt-clips", type=int, default=8, help="clips for the text-control test (d)")
     p.add_argument("--prompt-seconds", type=float, default=12.0, help="seconds generated per prompt in (d)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="clip i is generated with seed SEED + i")
+    p.add_argument("--tempo-seeds", type=int, default=1, metavar="K",
+                   help=f"measure the tempo Spearman of the pipeline (and --against) over K seed sets, SEED,"
+                        f" SEED + {SEED_STRIDE}, ...: one draw of it is noisy (default 1)")
     p.add_argument("--out", help="also write the generated music here (WAV) and a spectrogram PNG of the first two clips")
     p.add_argument("--only", choices=("codec",), help="measure only (a), the codecs' reconstructions (fast)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = p.parse_args(argv)
+    if args.tempo_seeds < 1:
+        p.error(f"--tempo-seeds {args.tempo_seeds}: give 1 or more seed sets")
 
     import tokmusic
     from tokmusic.audio import load_audio
@@ -172,6 +179,22 @@ def main(argv: list[str] | None = None) -> int:
             summary["fd_spectral"] = frechet(spectral_emb, truth_spec)
         result["systems"][label] = summary
     result["codec"] = codec_means
+
+    # (b) again over more seed sets: one pipeline's tempo Spearman moves with the sampling seed
+    implied = [a["tempo"] for a in answers]
+    seeds = [args.seed + SEED_STRIDE * k for k in range(args.tempo_seeds)]
+    result["tempo_seeds"] = {"seeds": seeds}
+    for label in ("pipeline", *others):
+        values = [result["systems"][label]["tempo_spearman"]]
+        for seed in seeds[1:]:
+            tempi = []
+            for i, name in enumerate(names):
+                music = systems[label].generate(corpus / name, seed=seed + i, seconds=answers[i]["duration"],
+                                                progress=False)
+                tempi.append(fold_tempo(judge_tempo(load_rate(music.waveform, systems[label].sample_rate, sr), sr)))
+            values.append(round(spearman(tempi, implied), 4))
+            log(f"  tempo {label} seed {seed}: Spearman {values[-1]:.3f} ({time.perf_counter() - started:.0f} s)")
+        result["tempo_seeds"][label] = values
 
     # (d) text control on the same videos
     k = min(args.prompt_clips, len(names))
@@ -283,6 +306,12 @@ def print_table(result: dict) -> None:
     g = result["generation"]
     print(f"generation: {g['seconds_of_music']} s of music (pipeline{''.join(' and ' + k for k in result['against'])}) "
           f"in {g['wall_seconds']} s, the random pipeline's included")
+    spread = result["tempo_seeds"]
+    if len(spread["seeds"]) > 1:
+        for label in ("pipeline", *result["against"]):
+            values = spread[label]
+            print(f"tempo Spearman {label} over seeds {', '.join(map(str, spread['seeds']))}: "
+                  f"{' / '.join(f'{v:.3f}' for v in values)} (mean {float(np.mean(values)):.3f})")
     if not math.isnan(systems["shuffled"]["tempo_spearman"]):
         print(f"tempo Spearman pipeline / shuffled: {systems['pipeline']['tempo_spearman']:.3f} / "
               f"{systems['shuffled']['tempo_spearman']:.3f}")

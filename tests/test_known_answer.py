@@ -100,7 +100,7 @@ def test_full_run_scores_every_system_and_the_truth_scores_best(bench, small_wor
     corpus, pipe = small_world
     capsys.readouterr()
     assert bench.main(["--corpus", str(corpus), "--pipeline", str(pipe), "--against", str(pipe), "--seconds", "6",
-                       "--prompt-clips", "1", "--prompt-seconds", "2", "--json"]) == 0
+                       "--prompt-clips", "1", "--prompt-seconds", "2", "--tempo-seeds", "2", "--json"]) == 0
     out = capsys.readouterr()
     result = json.loads(out.out)  # stdout is the JSON object alone; progress went to stderr
     assert "clip 3/3" in out.err and "judging 3 clips" in out.err and "prompts pipeline 1/1" in out.err
@@ -110,9 +110,15 @@ def test_full_run_scores_every_system_and_the_truth_scores_best(bench, small_wor
     assert json.dumps(systems["against"], sort_keys=True) == json.dumps(systems["pipeline"], sort_keys=True)  # NaN too
     assert result["text_control"]["against"] == result["text_control"]["pipeline"]
     assert result["against"] == {"against": str(pipe)}
+    # the tempo over two seed sets: the first is the table's; the same pipeline with the same seeds agrees again
+    spread = result["tempo_seeds"]
+    assert spread["seeds"] == [0, 1000] and len(spread["pipeline"]) == 2
+    assert json.dumps(spread["pipeline"][0]) == json.dumps(systems["pipeline"]["tempo_spearman"])  # NaN too
+    assert json.dumps(spread["against"]) == json.dumps(spread["pipeline"])
     bench.print_table(result)
     table = capsys.readouterr().out
     assert "against" in table.splitlines()[1] and "text control (against, 1 clips)" in table
+    assert "tempo Spearman pipeline over seeds 0, 1000: " in table
     for row in systems.values():
         assert 0 <= row["phrase_f1"] <= 1 and 0 <= row["instrument_accuracy"] <= 1
     assert systems["truth"]["phrase_f1"] == 1.0
@@ -219,3 +225,10 @@ def test_without_pipeline_it_measures_the_default_bundle(small_world):
 
     default, named = codec_rows(), codec_rows("--pipeline", str(BUNDLE_DIR))
     assert default["pipeline"] == "default" and default["codec"] == named["codec"]
+
+
+def test_tempo_seeds_below_one_is_refused_before_any_work(bench, tmp_path, capsys):
+    """``--tempo-seeds 0`` is a usage error naming the flag, raised before the corpus is even read."""
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--corpus", str(tmp_path / "missing"), "--tempo-seeds", "0"])
+    assert exit_info.value.code == 2 and "--tempo-seeds 0: give 1 or more" in capsys.readouterr().err
