@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt-seconds", type=float, default=12.0, help="seconds generated per prompt in (d)")
     p.add_argument("--seed", type=int, default=0, help="clip i is generated with seed SEED + i")
     p.add_argument("--tempo-seeds", type=int, default=1, metavar="K",
-                   help=f"measure the tempo Spearman of the pipeline (and --against) over K seed sets, SEED,"
+                   help="measure the tempo Spearman of the pipeline (and --against) over K seed sets, SEED,"
                         f" SEED + {SEED_STRIDE}, ...: one draw of it is noisy (default 1)")
     p.add_argument("--out", help="also write the generated music here (WAV) and a spectrogram PNG of the first two clips")
     p.add_argument("--only", choices=("codec",), help="measure only (a), the codecs' reconstructions (fast)")
