@@ -139,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 waves["codec"].append(rebuilt)
                 if "given_semantic" in waves:
                     waves["given_semantic"].append(given_semantic(system, video, truth, args.seed + i))
-            music = system.generate(video, seed=args.seed + i, seconds=answer["duration"], progress=False)
-            waves[label].append(load_rate(music.waveform, system.sample_rate, sr))
+            waves[label].append(generated(system, video, sr, args.seed + i, answer["duration"]))
             generated_seconds += answer["duration"] if label != "random" else 0.0
         log(f"  clip {i + 1}/{len(names)} {name}: done ({time.perf_counter() - started:.0f} s)")
     gen_wall = time.perf_counter() - started
@@ -189,9 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds[1:]:
             tempi = []
             for i, name in enumerate(names):
-                music = systems[label].generate(corpus / name, seed=seed + i, seconds=answers[i]["duration"],
-                                                progress=False)
-                tempi.append(fold_tempo(judge_tempo(load_rate(music.waveform, systems[label].sample_rate, sr), sr)))
+                wave = generated(systems[label], corpus / name, sr, seed + i, answers[i]["duration"])
+                tempi.append(fold_tempo(judge_tempo(wave, sr)))
             values.append(round(spearman(tempi, implied), 4))
             log(f"  tempo {label} seed {seed}: Spearman {values[-1]:.3f} ({time.perf_counter() - started:.0f} s)")
         result["tempo_seeds"][label] = values
@@ -205,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             video, secs = corpus / name, min(args.prompt_seconds, answers[i]["duration"])
 
             def make(prompt, system=system, video=video, secs=secs, i=i):
-                m = system.generate(video, prompt, seed=args.seed + 100 + i, seconds=secs, progress=False)
-                return load_rate(m.waveform, system.sample_rate, sr)
+                return generated(system, video, sr, args.seed + 100 + i, secs, prompt)
 
             tempo = {w: fold_tempo(judge_tempo(make(t), sr)) for w, t in TEMPO_PROMPTS.items()}
             faster += bool(tempo["fast"] > tempo["slow"])
@@ -240,6 +237,12 @@ def given_semantic(pipe, video: Path, truth: torch.Tensor, seed: int) -> torch.T
     duration = truth.shape[-1] / pipe.sample_rate
     tokens = pipe._tokens(video, None, [seed], duration, False, {}, given={"semantic": semantic})[0]
     return load_rate(pipe._decode(tokens).waveform, pipe.sample_rate, pipe.sample_rate)  # mono [1, N]
+
+
+def generated(system, video: Path, sr: int, seed: int, seconds: float, prompt: str | None = None) -> torch.Tensor:
+    """``system``'s music for ``video`` (and ``prompt``), mono ``[1, N]`` at the judge's ``sr``."""
+    music = system.generate(video, prompt, seed=seed, seconds=seconds, progress=False)
+    return load_rate(music.waveform, system.sample_rate, sr)
 
 
 def load_rate(wave: torch.Tensor, rate: int, target: int) -> torch.Tensor:
