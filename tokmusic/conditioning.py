@@ -30,7 +30,8 @@ class Conditioning:
 
     visual ``[B, Tv, Dv]`` at visual_times ``[B, Tv]`` seconds from the window start, visual_valid ``[B, Tv]``;
     long ``[B, Tl, Dv]`` at long_times ``[B, Tl]`` seconds in the video, long_valid ``[B, Tl]``; window_start
-    ``[B]`` seconds from the video's start to the window's (None: 0); control ``[B, Dc]``, control_valid ``[B]``
+    ``[B]`` seconds from the video's start to the window's (None: 0); visual_present ``[B]`` (False -> the null
+    video, in stages trained with ``visual_dropout``; None: all present); control ``[B, Dc]``, control_valid ``[B]``
     (False -> null token); source Long ``[B, Ks, Ts]``, source_valid ``[B, Ts]``, source_start ``[B]`` seconds
     from the window start to the first source token (None: 0).
     """
@@ -42,6 +43,7 @@ class Conditioning:
     long_times: torch.Tensor | None = None
     long_valid: torch.Tensor | None = None
     window_start: torch.Tensor | None = None
+    visual_present: torch.Tensor | None = None
     control: torch.Tensor | None = None
     control_valid: torch.Tensor | None = None
     source: torch.Tensor | None = None

@@ -46,6 +46,9 @@ class StageConfig:
     The target is ``target_codebooks`` streams of ids in ``[0, target_vocab)`` at ``target_rate`` per second.
     ``visual_fps``: the frames per second its visual features were read at in training (the pipeline's fps);
     a pipeline reading another rate refuses the stage. Null where not recorded.
+    ``control_dropout`` / ``visual_dropout``: the probability that a training crop's control / video is replaced
+    by a learned null (for classifier-free guidance). With ``visual_dropout`` > 0 guidance also runs without a
+    prompt: the unguided row has neither control nor video, so ``cfg_scale`` strengthens what the video says.
     """
 
     kind: str
@@ -63,6 +66,7 @@ class StageConfig:
     visual_fps: float | None = None
     control_dim: int = 0
     control_dropout: float = 0.1
+    visual_dropout: float = 0.0
     source_vocab: int = 0
     source_codebooks: int = 1
     source_rate: float = 0.0
@@ -111,8 +115,11 @@ class StageConfig:
             raise ConfigError(f"{where}: need 0 <= overlap < window, got window={self.window}, overlap={self.overlap}")
         if token_count(self.window, self.target_rate) - round(self.overlap * self.target_rate) < 1:
             raise ConfigError(f"{where}: window - overlap must hold at least one token at {self.target_rate}/s")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.control_dropout <= 1.0:
-            raise ConfigError(f"{where}: dropout and control_dropout must be probabilities")
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.control_dropout <= 1.0 or not 0.0 <= self.visual_dropout < 1.0:
+            raise ConfigError(f"{where}: dropout, control_dropout and visual_dropout must be probabilities "
+                              "(visual_dropout below 1)")
+        if self.visual_dropout and not self.visual_dim:
+            raise ConfigError(f"{where}: visual_dropout needs a visual input (visual_dim > 0)")
         if self.source_vocab and self.source_rate <= 0:
             raise ConfigError(f"{where}: source_rate must be > 0 when source_vocab is set")
         if not (self.visual_dim or self.control_dim or self.source_vocab):
@@ -157,6 +164,8 @@ class Stage(nn.Module):
         self.segment = nn.Embedding(3, d)
         if cfg.visual_dim:
             self.lst = LSTFusion(cfg.visual_dim, d, cfg.lst)
+            if cfg.visual_dropout:
+                self.null_visual = nn.Parameter(torch.zeros(d))  # every frame of a dropped video
         if cfg.control_dim:
             self.control_proj = nn.Linear(cfg.control_dim, d)
             self.null_control = nn.Parameter(torch.zeros(d))
@@ -191,8 +200,13 @@ class Stage(nn.Module):
                 raise ValueError(f"stage {cfg.kind!r} needs visual features")
             start = torch.zeros(b, device=device) if cond.window_start is None else cond.window_start.float()
             times = cond.visual_times.float()
-            parts.append(self.lst(cond.visual, times + start[:, None], cond.visual_valid,
-                                  cond.long, cond.long_times, cond.long_valid))
+            frames = self.lst(cond.visual, times + start[:, None], cond.visual_valid,
+                              cond.long, cond.long_times, cond.long_valid)
+            if cond.visual_present is not None:
+                if not cfg.visual_dropout:
+                    raise ValueError(f"stage {cfg.kind!r} was built without visual_dropout: it has no null video")
+                frames = torch.where(cond.visual_present[:, None, None], frames, self.null_visual.to(frames.dtype))
+            parts.append(frames)
             positions.append(times * cfg.target_rate)
             valids.append(cond.visual_valid)
             kinds.append(_VISUAL)
@@ -240,7 +254,8 @@ class Stage(nn.Module):
 
         target Long ``[B, K, T]``; target_valid Bool ``[B, T]``. In training mode the control input is dropped
         with probability ``control_dropout`` (for classifier-free guidance), except in the rows where
-        ``keep_control [B]`` is True (the manifest's ``keep_control``).
+        ``keep_control [B]`` is True (the manifest's ``keep_control``), and the video with probability
+        ``visual_dropout`` (in every row).
         """
         if self.training and self.cfg.control_dim and cond.control is not None and self.cfg.control_dropout > 0:
             keep = torch.rand(target.shape[0], device=target.device) >= self.cfg.control_dropout
@@ -248,6 +263,10 @@ class Stage(nn.Module):
                 keep = keep | keep_control.to(keep.device)
             present = keep if cond.control_valid is None else cond.control_valid & keep
             cond = Conditioning(**{**vars(cond), "control_valid": present})
+        if self.training and self.cfg.visual_dropout > 0:
+            keep = torch.rand(target.shape[0], device=target.device) >= self.cfg.visual_dropout
+            present = keep if cond.visual_present is None else cond.visual_present & keep
+            cond = Conditioning(**{**vars(cond), "visual_present": present})
         if target_valid is not None:  # padded timesteps read as "empty", as unknown codes do in generation
             target = target.masked_fill(~target_valid[:, None, :], self.cfg.target_vocab)
         logits = self(cond, target)  # [B, K, S, V]
@@ -271,7 +290,8 @@ class Stage(nn.Module):
         """Sample ``timesteps`` of target codes for one conditioning (batch 1) -> Long ``[K, T]``.
 
         prompt Long ``[K, P]`` fixes the first P timesteps (the overlap with the previous window). With
-        ``params.cfg_scale != 1`` and a control input present, logits are guided against the null control.
+        ``params.cfg_scale != 1`` and a control input present, logits are guided against the null control; a
+        stage trained with ``visual_dropout`` is guided against neither control nor video, prompt or not.
         ``on_step(n)`` is told of every n pattern steps done. Runs in eval mode (no dropout) whatever the
         stage's mode, and restores it.
         """
@@ -321,12 +341,17 @@ class Stage(nn.Module):
         n = len(generators)
         if cond.batch_size() != n:
             cond = cond.repeat(n)
-        guided = bool(cfg.control_dim) and cond.control is not None and params.cfg_scale != 1.0
-        if guided:  # rows 0..n-1 with their controls, rows n..2n-1 with the null control
-            own = cond.control_valid
-            own = torch.ones(n, dtype=torch.bool) if own is None else own.bool()
-            cond = Conditioning(**{k: None if v is None else torch.cat([v, v]) for k, v in vars(cond).items()})
-            cond.control_valid = torch.cat([own, torch.zeros_like(own)]).to(cond.control.device)
+        prompted = bool(cfg.control_dim) and cond.control is not None
+        guided = (prompted or cfg.visual_dropout > 0) and params.cfg_scale != 1.0
+        if guided:  # rows 0..n-1 as given, rows n..2n-1 with the null control (and the null video)
+            pair = Conditioning(**{k: None if v is None else torch.cat([v, v]) for k, v in vars(cond).items()})
+            for name, tensor in (("control_valid", cond.control if prompted else None),
+                                 ("visual_present", cond.visual if cfg.visual_dropout > 0 else None)):
+                if tensor is not None:
+                    own = getattr(cond, name)
+                    own = torch.ones(n, dtype=torch.bool) if own is None else own.bool().cpu()
+                    setattr(pair, name, torch.cat([own, torch.zeros_like(own)]).to(tensor.device))
+            cond = pair
         memory = self.encode(cond)
         device, rows = memory.x.device, memory.x.shape[0]
 
