@@ -5,6 +5,7 @@ from tokmusic import ConfigError
 from tokmusic.lst_fusion import LSTConfig
 from tokmusic.sampling import SamplingParams
 from tokmusic.stage import Conditioning, Stage, StageConfig
+from tokmusic.stage_files import load_stage, save_stage
 
 TINY = dict(d_model=32, n_heads=2, encoder_layers=2, decoder_layers=2, d_ff=64, dropout=0.0)
 LST = LSTConfig(width=16, n_heads=2, short_layers=1, long_layers=1, fusion_layers=1, long_frames=4)
@@ -241,6 +242,11 @@ def test_config_errors():
                                "visual_dim": 4, "loudness": 11})
     with pytest.raises(ConfigError, match="pattern"):
         StageConfig("coarse", target_vocab=4, target_codebooks=2, target_rate=1.0, visual_dim=4, pattern="zigzag")
+    with pytest.raises(ConfigError, match="visual_dropout"):
+        StageConfig("semantic", target_vocab=4, target_codebooks=1, target_rate=1.0, visual_dim=4, visual_dropout=1.0)
+    with pytest.raises(ConfigError, match="visual_dropout needs a visual input"):
+        StageConfig("fine", target_vocab=4, target_codebooks=2, target_rate=50.0, source_vocab=4, source_rate=50.0,
+                    visual_dropout=0.2)
 
 
 def test_classifier_free_guidance_is_applied_against_the_null_control():
@@ -278,6 +284,39 @@ def test_control_dropout_in_training_only():
     kept = stage.train().loss(cond, target, keep_control=torch.tensor([True, False]))
     assert torch.allclose(kept, stage.eval().loss(half, target))
     assert not torch.allclose(kept, stage.loss(null, target))
+
+
+def test_visual_dropout_and_guidance_against_the_null_video(tmp_path):
+    torch.manual_seed(0)
+    cfg = stage_config("semantic")
+    cfg.visual_dropout, cfg.control_dropout = 0.999, 0.0
+    stage = Stage(cfg)
+    with torch.no_grad():  # a null video far from any real one, so dropping it shows in the loss
+        stage.null_visual.normal_(0, 3.0)
+    cond = conditioning("semantic", b=2)
+    target = torch.randint(0, 16, (2, 1, 6))
+    blind = Conditioning(**{**vars(cond), "visual_present": torch.tensor([False, False])})
+    torch.manual_seed(1)  # dropout 0.999: every row's video is the null one in training, none in eval
+    assert torch.allclose(stage.train().loss(cond, target), stage.eval().loss(blind, target))
+    assert not torch.allclose(stage.loss(cond, target), stage.loss(blind, target))
+    # no prompt: guided against neither control nor video, at cfg_scale
+    stage.eval()
+    one = conditioning("semantic", b=1)
+    one.control, one.control_valid = None, None
+    scale = 4.0
+    out = stage.generate(one, 8, None, SamplingParams(temperature=0.0, cfg_scale=scale))
+    none = Conditioning(**{**vars(one), "visual_present": torch.tensor([False])})
+    with torch.no_grad():
+        guided = stage(none, out[None]) + scale * (stage(one, out[None]) - stage(none, out[None]))
+    assert torch.equal(stage.pattern.revert(guided).argmax(-1)[0], out)
+    assert not torch.equal(out, stage.generate(one, 8, None, SamplingParams(temperature=0.0, cfg_scale=1.0)))
+    save_stage(stage, tmp_path / "semantic")  # the null video travels with the stage
+    loaded = load_stage(tmp_path / "semantic")
+    assert torch.equal(loaded.null_visual, stage.null_visual)
+    assert torch.equal(loaded.generate(one, 8, None, SamplingParams(temperature=0.0, cfg_scale=scale)), out)
+    # a stage without a null video refuses a conditioning that asks for it
+    with pytest.raises(ValueError, match="visual_dropout"):
+        Stage(stage_config("semantic")).encode(blind)
 
 
 def test_source_tokens_are_placed_at_their_times():
