@@ -43,7 +43,8 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, help="sampling temperature for every stage")
     p.add_argument("--top-k", type=int, dest="top_k", help="sample from the K most likely tokens")
     p.add_argument("--top-p", type=float, dest="top_p", help="nucleus sampling mass")
-    p.add_argument("--cfg-scale", type=float, dest="cfg_scale", help="classifier-free guidance scale for the prompt")
+    p.add_argument("--cfg-scale", type=float, dest="cfg_scale",
+                   help="classifier-free guidance scale: the prompt, and the video in stages trained with visual_dropout")
     _weights_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     batch = p.add_argument_group("many videos (a folder, glob or list file)")

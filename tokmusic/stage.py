@@ -115,7 +115,7 @@ class StageConfig:
             raise ConfigError(f"{where}: need 0 <= overlap < window, got window={self.window}, overlap={self.overlap}")
         if token_count(self.window, self.target_rate) - round(self.overlap * self.target_rate) < 1:
             raise ConfigError(f"{where}: window - overlap must hold at least one token at {self.target_rate}/s")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.control_dropout <= 1.0 or not 0.0 <= self.visual_dropout < 1.0:
+        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.control_dropout <= 1.0 and 0.0 <= self.visual_dropout < 1.0):
             raise ConfigError(f"{where}: dropout, control_dropout and visual_dropout must be probabilities "
                               "(visual_dropout below 1)")
         if self.visual_dropout and not self.visual_dim:
