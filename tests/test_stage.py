@@ -319,26 +319,6 @@ def test_visual_dropout_and_guidance_against_the_null_video(tmp_path):
         Stage(stage_config("semantic")).encode(blind)
 
 
-def test_history_dropout_in_training_only():
-    torch.manual_seed(0)
-    cfg = stage_config("coarse")
-    cfg.history_dropout = 0.999
-    stage = Stage(cfg)
-    cond = conditioning("coarse", b=2)
-    target = torch.randint(0, 32, (2, 2, 10))
-    empty = torch.full_like(target, cfg.target_vocab)
-    with torch.no_grad():  # training: every input token reads as empty, so the targets given change nothing
-        torch.manual_seed(1)
-        dropped = stage.train()(cond, target)
-        torch.manual_seed(1)
-        assert torch.allclose(dropped, stage(cond, empty))
-        stage.eval()
-        assert torch.allclose(stage(cond, target)[..., :1, :], dropped[..., :1, :])  # the first step sees no history
-        assert not torch.allclose(stage(cond, target), dropped)
-    with pytest.raises(ConfigError, match="history_dropout"):
-        StageConfig("coarse", target_vocab=4, target_codebooks=2, target_rate=1.0, visual_dim=4, history_dropout=1.0)
-
-
 def test_source_tokens_are_placed_at_their_times():
     # a coarse window starting on an odd 50/s frame: its first 25/s semantic token lies half a token off;
     # shifting the window start by exactly that offset must give the same encoder output

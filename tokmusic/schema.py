@@ -241,7 +241,7 @@ STAGE_RULES: dict[str, Field | Mapping] = {
     "d_model": size(), "n_heads": size(), "encoder_layers": size(MAX_LAYERS), "decoder_layers": size(MAX_LAYERS),
     "d_ff": size(), "dropout": fraction(below=True), "visual_dim": count(), "lst": LST_RULES,
     "visual_fps": positive(), "control_dim": count(), "control_dropout": fraction(),
-    "visual_dropout": fraction(below=True), "history_dropout": fraction(below=True), "source_vocab": count(),
+    "visual_dropout": fraction(below=True), "source_vocab": count(),
     "source_codebooks": size(MAX_LAYERS),
     "source_rate": number(0, MAX_SIZE), "window": positive(), "overlap": number(0), "temperature": number(0),
     "top_k": count(), "top_p": number(0, 1, above=True), "cfg_scale": number(0), "format_version": Field(int),

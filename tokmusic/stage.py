@@ -49,8 +49,6 @@ class StageConfig:
     ``control_dropout`` / ``visual_dropout``: the probability that a training crop's control / video is replaced
     by a learned null (for classifier-free guidance). With ``visual_dropout`` > 0 guidance also runs without a
     prompt: the unguided row has neither control nor video, so ``cfg_scale`` strengthens what the video says.
-    ``history_dropout``: the probability that each teacher-forced input token (the music so far) reads as the empty
-    id in training, so that the stage leans on its inputs more than on the music's own continuation.
     """
 
     kind: str
@@ -69,7 +67,6 @@ class StageConfig:
     control_dim: int = 0
     control_dropout: float = 0.1
     visual_dropout: float = 0.0
-    history_dropout: float = 0.0
     source_vocab: int = 0
     source_codebooks: int = 1
     source_rate: float = 0.0
@@ -118,10 +115,9 @@ class StageConfig:
             raise ConfigError(f"{where}: need 0 <= overlap < window, got window={self.window}, overlap={self.overlap}")
         if token_count(self.window, self.target_rate) - round(self.overlap * self.target_rate) < 1:
             raise ConfigError(f"{where}: window - overlap must hold at least one token at {self.target_rate}/s")
-        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.control_dropout <= 1.0 and 0.0 <= self.visual_dropout < 1.0
-                and 0.0 <= self.history_dropout < 1.0):
-            raise ConfigError(f"{where}: dropout, control_dropout, visual_dropout and history_dropout must be "
-                              "probabilities (all but control_dropout below 1)")
+        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.control_dropout <= 1.0 and 0.0 <= self.visual_dropout < 1.0):
+            raise ConfigError(f"{where}: dropout, control_dropout and visual_dropout must be probabilities "
+                              "(visual_dropout below 1)")
         if self.visual_dropout and not self.visual_dim:
             raise ConfigError(f"{where}: visual_dropout needs a visual input (visual_dim > 0)")
         if self.source_vocab and self.source_rate <= 0:
@@ -242,14 +238,10 @@ class Stage(nn.Module):
         return self.head(h).unflatten(-1, (k, v)).transpose(1, 2)
 
     def forward(self, cond: Conditioning, target: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits in pattern order: target ``[B, K, T]`` -> ``[B, K, S, V]``. In training mode each
-        input token reads as the empty id with probability ``history_dropout``."""
+        """Teacher-forced logits in pattern order: target ``[B, K, T]`` -> ``[B, K, S, V]``."""
         memory = self.encode(cond)
         seq = self.pattern.build(target)  # [B, K, S]
-        empty = self.cfg.target_vocab
-        inputs = torch.cat([torch.full_like(seq[..., :1], empty), seq[..., :-1]], -1)
-        if self.training and self.cfg.history_dropout > 0:
-            inputs = inputs.masked_fill(torch.rand(inputs.shape, device=inputs.device) < self.cfg.history_dropout, empty)
+        inputs = torch.cat([torch.full_like(seq[..., :1], self.cfg.target_vocab), seq[..., :-1]], -1)
         b, s = seq.shape[0], seq.shape[-1]
         positions = torch.arange(s, device=seq.device).expand(b, -1)
         times = self.pattern.step_times(target.shape[-1]).to(seq.device).expand(b, -1)
