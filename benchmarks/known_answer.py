@@ -293,8 +293,8 @@ def codec_lines(result: dict) -> list[str]:
 
 def print_table(result: dict) -> None:
     systems = result["systems"]
-    keys = ["tempo_spearman", "tempo_within_8pct", "tempo_within_8pct_piano", "tempo_within_8pct_organ", "phrase_f1",
-            "bcs", "bhs", "cut_beat_hit_rate", "instrument_accuracy", "fd_control", "fd_spectral"]
+    keys = ["tempo_spearman", "tempo_within_8pct", "tempo_within_8pct_piano", "tempo_within_8pct_organ",
+            "tempo_steady", "phrase_f1", "bcs", "bhs", "cut_beat_hit_rate", "instrument_accuracy", "fd_control", "fd_spectral"]
     print(f"known-answer benchmark: {result['clips']} held-out clips of {result['corpus']}, "
           f"pipeline {result['pipeline']}" + "".join(f", {k} {d}" for k, d in result["against"].items()))
     widths = {s: max(12, len(s) + 2) for s in systems}

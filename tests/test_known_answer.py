@@ -1,11 +1,14 @@
 """benchmarks/known_answer.py and its judge (tokmusic.evaluation.known_answer): the measures on answers that are
 known; and benchmarks/video_probe.py on the same small rendered world."""
 
+import math
+
 import numpy as np
 import pytest
+import torch
 
 from scripts import load_script
-from tokmusic.evaluation.known_answer import Judge, derangement, fold_tempo, spearman
+from tokmusic.evaluation.known_answer import Judge, derangement, fold_tempo, segment_tempi, spearman, steady
 from tokmusic.errors import DataError
 
 
@@ -44,15 +47,41 @@ def test_derangement_moves_every_clip():
 def test_score_checks_one_analysis_against_each_clip_answers():
     """``Judge.score`` on a known analysis (a beat every 0.5 s, restarts at 2.1 s and 6.0 s): its own clip's
     answers score every beat and the cut it restarts at; another clip's answers (the shuffled row) do not."""
-    heard = {"duration": 8.0, "tempo": 240.0, "beats": np.arange(0.0, 8.0, 0.5), "restarts": np.array([2.1, 6.0]),
-             "piano_score": 0.3}
+    heard = {"duration": 8.0, "tempo": 240.0, "segment_tempi": [240.0, 120.0], "beats": np.arange(0.0, 8.0, 0.5),
+             "restarts": np.array([2.1, 6.0]), "piano_score": 0.3}
     own = {"duration": 8.0, "cuts": [2.0, 6.05], "beats": list(np.arange(0.0, 8.0, 0.5))}
     other = {"duration": 8.0, "cuts": [3.3, 4.7], "beats": list(np.arange(0.25, 8.0, 0.5))}
     row = Judge.score(heard, own)
     assert row["phrase"].matched == 2 and row["bhs"] == 1.0 and row["cut_beat_hits"] == 2
-    assert row["tempo_folded"] == fold_tempo(240.0) and row["piano_score"] == 0.3
+    assert row["tempo_folded"] == fold_tempo(240.0) and row["piano_score"] == 0.3 and row["tempo_steady"] == 1.0
     wrong = Judge.score(heard, other)
     assert wrong["phrase"].matched == 0 and wrong["bhs"] == 0.0 and wrong["cut_beat_hits"] == 0
+
+
+def clicks(sr: int, tempi: list[float], seconds: float = 8.0) -> torch.Tensor:
+    """A click track: ``seconds`` at each tempo in turn (a 20 ms decaying 1 kHz burst on every beat)."""
+    burst = torch.sin(2 * math.pi * 1000 * torch.arange(round(0.02 * sr)) / sr) * torch.linspace(1, 0, round(0.02 * sr))
+    parts = []
+    for bpm in tempi:
+        part = torch.zeros(round(seconds * sr))
+        for start in torch.arange(0, seconds - 0.05, 60.0 / bpm):
+            i = round(float(start) * sr)
+            part[i : i + burst.numel()] += burst
+        parts.append(part)
+    return torch.cat(parts)[None]
+
+
+def test_steady_tempo_reads_each_segment():
+    """A click track that keeps 120 BPM for 24 s is steady; one that goes 120 -> 85 -> 120 is not; an octave
+    between segments (120 and 60 BPM, which an 8 s estimate cannot tell apart) still counts as steady."""
+    sr = 16000
+    kept = segment_tempi(clicks(sr, [120.0, 120.0, 120.0]), sr)
+    assert len(kept) == 3 and all(abs(t - 120.0) / 120.0 < 0.04 for t in kept)
+    changed = segment_tempi(clicks(sr, [120.0, 85.0, 120.0]), sr)
+    assert abs(changed[1] - 85.0) / 85.0 < 0.04
+    assert steady(kept) == 1.0 and steady(changed) == 0.0
+    assert steady([120.0, 60.5, 119.0]) == 1.0 and steady([100.0, 0.0]) == 0.0 and math.isnan(steady([100.0]))
+    assert len(segment_tempi(clicks(sr, [120.0], seconds=7.9), sr)) == 0  # no whole segment
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ waveform against one clip's answers (recipes/demo_corpus.py's truth.json), and h
 
     judge = Judge(pipeline.control, pipeline.sample_rate)
     rows = [judge.measure(wave, answers) for wave, answers in ...]
-    summarize(rows, [answers, ...])   # tempo Spearman, phrase F1, beat scores, instrument accuracy
+    summarize(rows, [answers, ...])   # tempo Spearman and steadiness, phrase F1, beat scores, instrument
 
 Tempo is read from the music by ``tokmusic.evaluation.structure.analyze_music`` and folded by octaves into the
 corpus's tempo range (``fold_tempo``); phrases are the music's restarts after a pause
@@ -24,6 +24,7 @@ TEMPO_RANGE = (60.0, 140.0)  # BPM of quarter-note beats: recipes/demo_corpus.py
 TEMPO_MARGIN = 1.1  # an estimate within 10 % of TEMPO_RANGE is trusted as it is (see fold_tempo)
 PHRASE_TOLERANCE = 0.5
 BEAT_TOLERANCE = 0.1
+SEGMENT_SECONDS = 8.0  # tempo steadiness: the tempo of each whole segment of this length (a generation window)
 INSTRUMENT_PROMPTS = {"piano": "a moderate Bach chorale played on piano",
                       "organ": "a moderate Bach chorale played on church organ"}
 TEMPO_PROMPTS = {"fast": "a fast Bach chorale", "slow": "a slow Bach chorale"}
@@ -100,9 +101,11 @@ class Judge:
             return torch.stack([self.control.embed_audio(c, self.sample_rate).float().reshape(-1) for c in chunks])
 
     def analyse(self, wave: torch.Tensor) -> dict:
-        """What the judge reads in ``wave`` on its own: tempo, beats, pause ends and the piano score."""
+        """What the judge reads in ``wave`` on its own: tempo (of the whole and of each whole ``SEGMENT_SECONDS``
+        segment), beats, pause ends and the piano score."""
         s = analyze_music(wave, self.sample_rate, sections=False)
-        return {"duration": s.duration, "tempo": s.tempo, "beats": s.beats,
+        return {"duration": s.duration, "tempo": s.tempo, "segment_tempi": segment_tempi(wave, self.sample_rate),
+                "beats": s.beats,
                 "restarts": pause_ends(wave, self.sample_rate), "piano_score": self.piano_score(wave)}
 
     @staticmethod
@@ -116,13 +119,35 @@ class Judge:
         phrase = event_f1(cuts, restarts[restarts <= end], PHRASE_TOLERANCE)
         hits = sum(1 for b in beats if truth_beats.size and np.min(np.abs(truth_beats - b)) <= BEAT_TOLERANCE)
         cut_hits = sum(1 for c in cuts if beats.size and np.min(np.abs(beats - c)) <= BEAT_TOLERANCE)
-        return {"tempo": analysis["tempo"], "tempo_folded": fold_tempo(analysis["tempo"]), "phrase": phrase,
+        return {"tempo": analysis["tempo"], "tempo_folded": fold_tempo(analysis["tempo"]),
+                "tempo_steady": steady(analysis["segment_tempi"]), "phrase": phrase,
                 "bcs": beats.size / max(1, truth_beats.size), "bhs": hits / max(1, truth_beats.size),
                 "cut_beat_hits": cut_hits, "cuts": int(cuts.size), "piano_score": analysis["piano_score"]}
 
     def measure(self, wave: torch.Tensor, answers: dict) -> dict:
         """``score(analyse(wave), answers)``."""
         return self.score(self.analyse(wave), answers)
+
+
+def segment_tempi(wave: torch.Tensor, sr: int, seconds: float = SEGMENT_SECONDS) -> list[float]:
+    """The tempo the judge reads in each whole ``seconds``-long segment of ``wave``, in order (a shorter tail is
+    left out)."""
+    hop = round(seconds * sr)
+    return [judge_tempo(wave[..., i : i + hop], sr) for i in range(0, wave.shape[-1] - hop + 1, hop)]
+
+
+def steady(tempi: list[float], tolerance: float = 0.08) -> float:
+    """Does a clip keep one tempo? 1.0 when every tempo in ``tempi`` (one per segment) lies within ``tolerance``
+    of one of them up to octaves (an 8 s estimate's octave is ambiguous: 120 and 60 BPM agree), 0.0 when none
+    does or no pulse was found, NaN for fewer than two segments."""
+    if len(tempi) < 2:
+        return float("nan")
+    if min(tempi) <= 0 or any(np.isnan(tempi)):
+        return 0.0
+    octave = np.log2(np.asarray(tempi, dtype=float))
+    apart = (octave[:, None] - octave[None, :]) % 1.0
+    apart = np.minimum(apart, 1.0 - apart)  # [reference, segment]: distance in octaves, up to whole octaves
+    return float((apart <= np.log2(1.0 + tolerance)).all(1).any())
 
 
 def summarize(rows: list[dict], answers: list[dict]) -> dict:
@@ -135,6 +160,8 @@ def summarize(rows: list[dict], answers: list[dict]) -> dict:
         "tempo_spearman": round(spearman([r["tempo_folded"] for r in rows], implied), 4),
         "tempo_spearman_unfolded": round(spearman([r["tempo"] for r in rows], implied), 4),
         "tempo_within_8pct": round(float(np.mean(within)), 4),
+        "tempo_steady": round(float(np.nanmean([r["tempo_steady"] for r in rows])), 4)
+        if any(not np.isnan(r["tempo_steady"]) for r in rows) else float("nan"),
         **{f"tempo_within_8pct_{kind}": round(float(np.mean([w for w, a in zip(within, answers)
                                                              if a["instrument"] == kind])), 4)
            for kind in sorted({a["instrument"] for a in answers})},
