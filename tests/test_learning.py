@@ -297,8 +297,8 @@ def test_visual_guidance_without_a_prompt(visual_dropout):
 
 def beat_task(batch_size: int = 16, seconds: float = 4.0, fps: float = 8.0, rate: float = 25.0, noise: float = 2.0):
     """The demo corpus's camera in small: it surges on every beat (speed 1 ± 0.8 cos, fastest on the beat) and one
-    channel gives its mean speed over each frame, drowned in noise ``noise`` times the speed's own swing (the demo's
-    motion channels follow the surge at about r = 0.4; noise 2 gives 0.45), beside 3 noise channels. A new chord
+    channel gives its mean speed over each frame, drowned in noise ``noise`` times the speed's own swing (noise 2:
+    r = 0.45 between channel and surge, where the demo's motion shift gives 0.93), beside 3 noise channels. A new chord
     (one of 8 tokens at ``rate``) starts on every beat and holds until the next. Tempo 60-140 BPM, random phase.
     -> (conditioning, target [B, 1, T], the beat period [B] in seconds)."""
     frames, steps = round(seconds * fps), round(seconds * rate)
@@ -344,7 +344,7 @@ def test_generated_tempo_follows_the_videos_beat_and_guidance_strengthens_it():
         out = stage.generate_batch(c, target.shape[-1], params=SamplingParams(temperature=1.0, cfg_scale=scale),
                                    generators=g)[:, 0]
         changes = [(row[1:] != row[:-1]).nonzero()[:, 0].float() / 25.0 for row in out]
-        return spearman([float(c.diff().median()) if c.numel() > 2 else 0.0 for c in changes], period.tolist())
+        return spearman([float(t.diff().median()) if t.numel() > 2 else 0.0 for t in changes], period.tolist())
 
     plain, guided, shuffled = tempo_spearman(cond, 1.0), tempo_spearman(cond, 3.0), tempo_spearman(other, 3.0)
     print(f"tempo Spearman: own video {plain:.2f}, guided {guided:.2f}, another clip's video {shuffled:.2f}")
