@@ -150,6 +150,17 @@ class StageConfig:
         return SamplingParams(self.temperature, self.top_k, self.top_p, self.cfg_scale)
 
 
+def _dropped(cond: Conditioning, mask: str, p: float, rows: int, device: torch.device,
+             spared: torch.Tensor | None = None) -> Conditioning:
+    """``cond`` with its row mask ``mask`` (``control_valid`` or ``visual_present``) turned False in each row with
+    probability ``p`` (that row then reads the learned null), except in the ``spared [B]`` rows."""
+    keep = torch.rand(rows, device=device) >= p
+    if spared is not None:
+        keep = keep | spared.to(device)
+    present = getattr(cond, mask)
+    return Conditioning(**{**vars(cond), mask: keep if present is None else present & keep})
+
+
 class Stage(nn.Module):
     """One token stage: ``loss`` for training, ``generate`` for one window of inference."""
 
@@ -257,16 +268,11 @@ class Stage(nn.Module):
         ``keep_control [B]`` is True (the manifest's ``keep_control``), and the video with probability
         ``visual_dropout`` (in every row).
         """
+        rows, device = target.shape[0], target.device
         if self.training and self.cfg.control_dim and cond.control is not None and self.cfg.control_dropout > 0:
-            keep = torch.rand(target.shape[0], device=target.device) >= self.cfg.control_dropout
-            if keep_control is not None:
-                keep = keep | keep_control.to(keep.device)
-            present = keep if cond.control_valid is None else cond.control_valid & keep
-            cond = Conditioning(**{**vars(cond), "control_valid": present})
+            cond = _dropped(cond, "control_valid", self.cfg.control_dropout, rows, device, spared=keep_control)
         if self.training and self.cfg.visual_dropout > 0:
-            keep = torch.rand(target.shape[0], device=target.device) >= self.cfg.visual_dropout
-            present = keep if cond.visual_present is None else cond.visual_present & keep
-            cond = Conditioning(**{**vars(cond), "visual_present": present})
+            cond = _dropped(cond, "visual_present", self.cfg.visual_dropout, rows, device)
         if target_valid is not None:  # padded timesteps read as "empty", as unknown codes do in generation
             target = target.masked_fill(~target_valid[:, None, :], self.cfg.target_vocab)
         logits = self(cond, target)  # [B, K, S, V]
