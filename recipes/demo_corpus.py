@@ -27,6 +27,11 @@ The correspondences, each one observable in the video and checkable in the music
 * **colour -> instrument**: the whole clip is graded warm (``TINTS["piano"]``) when the chorale is played on
   piano and cool (``TINTS["organ"]``) when on church organ.
 
+The organ is played detached, as organists articulate: each note is released ``ORGAN_RELEASE`` seconds (at most
+half the note) before the next note of its voice starts (``articulate``). A held organ tone has no attack, so
+played legato its notes change pitch but not loudness, and a codec that keeps loudness but not pitch (the demo
+codec) loses the organ's rhythm and tempo; the short release before each note makes the beat a loudness pattern.
+
 Captions come from the score: tempo word, instrument and mode, e.g. "a fast Bach chorale in a minor key played on
 church organ". The last ``--valid`` chorales are held out, and they are shown only with the held-out
 photographs ``VALID_IMAGES``, which no training clip uses.
@@ -66,6 +71,7 @@ MAX_BREATH_BEATS = 3  # the silence between phrases lasts 1, 2 or 3 beats
 LEAD_IN = 0.5  # seconds before the first note
 TAIL = 0.75  # seconds after the last note (releases)
 VELOCITY = 90
+ORGAN_RELEASE = 0.12  # seconds of silence in a voice before its next organ note (``articulate``)
 TRAIN_IMAGES = ("astronaut", "brick", "camera", "chelsea", "coins", "grass", "hubble_deep_field",
                 "immunohistochemistry", "retina", "colorwheel", "cell", "clock", "logo", "shepp_logan_phantom")
 VALID_IMAGES = ("coffee", "horse", "moon", "rocket", "gravel")
@@ -140,6 +146,21 @@ def plan_clip(notes, ends, bpm: float, max_seconds: float, breaths: list[int] | 
         beats.append(seconds(q))
         q += 1.0
     return {"events": events, "phrase_ends": phrase_ends, "cuts": cuts, "duration": duration, "beats": beats}
+
+
+def articulate(events, release: float) -> list:
+    """Detached playing: each (on_s, off_s, channel, key) note that runs into the next note of its voice (its
+    channel) ends ``release`` seconds early, or halfway through when shorter than twice that; a note followed by a
+    rest keeps its length."""
+    starts: dict[int, list[float]] = {}
+    for on, _, channel, _ in events:
+        starts.setdefault(channel, []).append(on)
+    out = []
+    for on, off, channel, key in events:
+        if any(abs(s - off) < 1e-6 for s in starts[channel]):
+            off = max(on + 0.5 * (off - on), off - release)
+        out.append((on, off, channel, key))
+    return out
 
 
 def render(events, seconds: float, program: int):
@@ -251,7 +272,8 @@ def make_clip(path: Path, index: int, chorale: str, split: str, seed: int, max_s
         frames += scene_frames(photograph(name), size, travelled, rng)
     frames = frames[:total]
     graded = [np.clip(f.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8) for f in frames]
-    wave = render(plan["events"], duration, INSTRUMENTS[instrument])
+    events = articulate(plan["events"], ORGAN_RELEASE) if instrument == "organ" else plan["events"]
+    wave = render(events, duration, INSTRUMENTS[instrument])
     caption = f"a {tempo_word(bpm)} Bach chorale in a {mode} key played on {INSTRUMENT_WORDS[instrument]}"
     tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
     write_av(tmp, len(graded), graded.__getitem__, wave, fps, size, SAMPLE_RATE, audio_codec="alac")
