@@ -156,3 +156,38 @@ def test_breath_lengths_are_drawn_per_phrase(corpus):
         gaps += [(c - e) / beat for c, e in zip(clip["cuts"], clip["phrase_ends"])]
     assert gaps and all(1 - 1e-3 <= g <= dc.MAX_BREATH_BEATS + 1e-3 for g in gaps)
     np.testing.assert_allclose(gaps, np.round(gaps), atol=1e-3)
+
+
+def test_articulate_releases_a_note_only_before_the_next_note_of_its_voice():
+    dc = demo_corpus()
+    notes = [(0.0, 1.0, 0, 60), (1.0, 1.1, 0, 62), (1.1, 2.0, 0, 64), (3.0, 4.0, 0, 65),  # a rest after 2.0
+             (0.0, 2.0, 1, 48), (2.0, 4.0, 1, 50)]
+    out = dc.articulate(notes, 0.12)
+    assert [(ch, key) for _, _, ch, key in out] == [(ch, key) for _, _, ch, key in notes]
+    np.testing.assert_allclose([on for on, *_ in out], [on for on, *_ in notes])  # onsets never move
+    np.testing.assert_allclose([off for _, off, *_ in out], [0.88, 1.05,  # at most half of a short note
+                                                            2.0, 4.0,  # before a rest, or the last: kept
+                                                            1.88, 4.0])
+
+
+def test_detached_organ_beats_survive_a_pitch_blind_copy():
+    """The reason for ``articulate``: noise shaped by the organ's loudness alone (what a codec that keeps
+    loudness but not pitch keeps) still carries the tempo when the organ plays detached, and not when legato."""
+    from tokmusic.evaluation.known_answer import fold_tempo, judge_tempo
+
+    dc = demo_corpus()
+    bpm, sr = 100.0, dc.SAMPLE_RATE
+    spq = 60 / bpm
+    scale = [60, 62, 64, 65, 67, 65, 64, 62]
+    notes = [(dc.LEAD_IN + k * spq, dc.LEAD_IN + (k + 1) * spq, 0, scale[k % 8]) for k in range(24)]
+    seconds = dc.LEAD_IN + 24 * spq + dc.TAIL
+    hop = sr // 100
+    read = {}
+    for name, events in (("legato", notes), ("detached", dc.articulate(notes, dc.ORGAN_RELEASE))):
+        wave = dc.render(events, seconds, dc.INSTRUMENTS["organ"])
+        rms = np.sqrt(np.convolve(wave**2, np.ones(hop) / hop, mode="same"))  # 10 ms loudness
+        noise = np.random.default_rng(0).standard_normal(len(wave)).astype(np.float32)
+        read[name] = fold_tempo(judge_tempo(torch.from_numpy(noise * rms)[None], sr))
+        assert fold_tempo(judge_tempo(torch.from_numpy(wave)[None], sr)) == pytest.approx(bpm, rel=0.08)  # as heard
+    assert read["detached"] == pytest.approx(bpm, rel=0.08)
+    assert abs(read["legato"] - bpm) / bpm > 0.08
