@@ -1,6 +1,7 @@
 """Render the demo world: Bach chorales played to photographs, with video-to-music correspondences that are known.
 
     python recipes/demo_corpus.py --out DIR [--count 120] [--valid 16] [--unpaired 0] [--seed 0] [--max-seconds 30]
+                                  [--organ-release 0.12]
 
 Needs the packages that hold the data (not tokmusic dependencies):
 
@@ -27,8 +28,9 @@ The correspondences, each one observable in the video and checkable in the music
 * **colour -> instrument**: the whole clip is graded warm (``TINTS["piano"]``) when the chorale is played on
   piano and cool (``TINTS["organ"]``) when on church organ.
 
-The organ is played detached, as organists articulate: each note is released ``ORGAN_RELEASE`` seconds (at most
-half the note) before the next note of its voice starts (``articulate``). A held organ tone has no attack, so
+The organ is played detached, as organists articulate: each note is released ``--organ-release`` seconds
+(``ORGAN_RELEASE``; at most half the note) before the next note of its voice starts (``articulate``; 0 plays it
+legato, as corpora written before this option did). A held organ tone has no attack, so
 played legato its notes change pitch but not loudness, and a codec that keeps loudness but not pitch (the demo
 codec) loses the organ's rhythm and tempo; the short release before each note makes the beat a loudness pattern.
 
@@ -47,7 +49,9 @@ whose video and music agree).
 
 Writes DIR/clips/NNNN.mp4 (H.264 at ``--fps``, lossless ALAC audio), DIR/manifest.jsonl (video, text, split,
 keep_control) and
-DIR/truth.json (per clip: tempo, beat times, cut times, phrase ends, instrument, mode, caption, photographs).
+DIR/truth.json (per clip: tempo, beat times, cut times, phrase ends, instrument, mode, caption, photographs, and
+``release``, the organ's release in seconds, 0 for the piano). A re-run keeps a clip only if it was rendered with
+the same release.
 """
 
 from __future__ import annotations
@@ -239,9 +243,10 @@ def scene_frames(img, size: int, travelled, rng):
 
 
 def make_clip(path: Path, index: int, chorale: str, split: str, seed: int, max_seconds: float, size: int,
-              fps: int, unpaired: bool = False) -> dict | None:
+              fps: int, unpaired: bool = False, organ_release: float = ORGAN_RELEASE) -> dict | None:
     """Render one clip to ``path`` (atomically); its ground truth, or None when the chorale is unusable.
-    ``unpaired``: the camera speed and colour grade are drawn apart from the music's tempo and instrument."""
+    ``unpaired``: the camera speed and colour grade are drawn apart from the music's tempo and instrument;
+    ``organ_release``: seconds of silence before each organ note that follows another (``articulate``)."""
     import numpy as np
 
     read = read_chorale(chorale)
@@ -272,7 +277,8 @@ def make_clip(path: Path, index: int, chorale: str, split: str, seed: int, max_s
         frames += scene_frames(photograph(name), size, travelled, rng)
     frames = frames[:total]
     graded = [np.clip(f.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8) for f in frames]
-    events = articulate(plan["events"], ORGAN_RELEASE) if instrument == "organ" else plan["events"]
+    release = organ_release if instrument == "organ" else 0.0
+    events = articulate(plan["events"], release) if release > 0 else plan["events"]
     wave = render(events, duration, INSTRUMENTS[instrument])
     caption = f"a {tempo_word(bpm)} Bach chorale in a {mode} key played on {INSTRUMENT_WORDS[instrument]}"
     tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
@@ -282,7 +288,7 @@ def make_clip(path: Path, index: int, chorale: str, split: str, seed: int, max_s
     info = {"chorale": os.path.basename(chorale), "split": split, "tempo": round(bpm, 3), "instrument": instrument,
             "mode": mode, "caption": caption, "duration": round(duration, 4), "beats": r(plan["beats"]),
             "cuts": r(plan["cuts"]), "phrase_ends": r(plan["phrase_ends"]), "photographs": names,
-            "pan_pixels_per_second": round(speed, 3)}
+            "pan_pixels_per_second": round(speed, 3), "release": release}
     if unpaired:
         info.update(unpaired=True, video_tempo=round(video_bpm, 3), video_instrument=video_instrument)
     return info
@@ -299,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=30.0, help="whole phrases are kept up to this length")
     p.add_argument("--size", type=int, default=192, help="video width and height")
     p.add_argument("--fps", type=int, default=8, help="video frames per second")
+    p.add_argument("--organ-release", type=float, default=ORGAN_RELEASE,
+                   help="seconds the organ releases each note before the next in its voice (0: legato; "
+                        "default %(default)s)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.count < 2 or not 0 < args.valid < args.count:
@@ -307,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"need 0 <= --unpaired <= the training clips ({args.count - args.valid}), got {args.unpaired}")
     if args.max_seconds < 5 or args.size < 32 or args.fps < 1:
         p.error("need --max-seconds >= 5, --size >= 32 and --fps >= 1")
+    if not 0 <= args.organ_release <= 0.5:
+        p.error(f"need 0 <= --organ-release <= 0.5 seconds, got {args.organ_release}")
     try:
         import music21  # noqa: F401
         import pretty_midi  # noqa: F401
@@ -332,10 +343,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def keep(name: str, index: int, chorale: str, split: str, unpaired: bool = False) -> bool:
         """Whether clip ``name`` is (now) on disk with ``chorale``; False when the chorale is unusable."""
+        release = args.organ_release if truth.get(name, {}).get("instrument") == "organ" else 0.0
         if (name in truth and truth[name]["chorale"] == os.path.basename(chorale) and (out / name).exists()
-                and truth[name].get("unpaired", False) == unpaired):
+                and truth[name].get("unpaired", False) == unpaired and truth[name].get("release", 0.0) == release):
             return True
-        info = make_clip(out / name, index, chorale, split, args.seed, args.max_seconds, args.size, args.fps, unpaired)
+        info = make_clip(out / name, index, chorale, split, args.seed, args.max_seconds, args.size, args.fps, unpaired,
+                         args.organ_release)
         if info is None:
             return False
         truth[name] = info

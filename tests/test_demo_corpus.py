@@ -170,6 +170,23 @@ def test_articulate_releases_a_note_only_before_the_next_note_of_its_voice():
                                                             1.88, 4.0])
 
 
+def test_organ_release_is_an_option_recorded_in_the_truth(corpus, tmp_path):
+    dc = demo_corpus()
+    truth = json.loads((corpus / "truth.json").read_text())["clips"]
+    chorale = next(p for p in dc.chorales() if p.endswith(truth["clips/0000.mp4"]["chorale"]))  # a usable one
+    for organ in range(1, 40):  # the instrument is drawn from the index
+        detached = dc.make_clip(tmp_path / "a.mp4", organ, chorale, "train", 0, 8.0, 64, 8)
+        if detached["instrument"] == "organ":
+            break
+    legato = dc.make_clip(tmp_path / "b.mp4", organ, chorale, "train", 0, 8.0, 64, 8, organ_release=0.0)
+    assert (detached["release"], legato["release"]) == (dc.ORGAN_RELEASE, 0.0)
+    assert {k: v for k, v in detached.items() if k != "release"} == {k: v for k, v in legato.items() if k != "release"}
+    assert not torch.equal(load_audio(tmp_path / "a.mp4", 16000, 1), load_audio(tmp_path / "b.mp4", 16000, 1))
+    assert all(c["release"] == (dc.ORGAN_RELEASE if c["instrument"] == "organ" else 0.0) for c in truth.values())
+    with pytest.raises(ConfigError, match="--organ-release"):
+        dc.main(["--out", str(tmp_path), "--organ-release", "-1"])
+
+
 def test_detached_organ_beats_survive_a_pitch_blind_copy():
     """The reason for ``articulate``: noise shaped by the organ's loudness alone (what a codec that keeps
     loudness but not pitch keeps) still carries the tempo when the organ plays detached, and not when legato."""
