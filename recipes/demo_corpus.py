@@ -167,6 +167,12 @@ def articulate(events, release: float) -> list:
     return out
 
 
+def clip_release(instrument: str, organ_release: float) -> float:
+    """The release ``articulate`` plays ``instrument`` with: ``organ_release`` for the organ, 0 for the piano (a
+    struck note has its own attack)."""
+    return organ_release if instrument == "organ" else 0.0
+
+
 def render(events, seconds: float, program: int):
     """(on_s, off_s, channel, key) notes -> mono float32 audio at SAMPLE_RATE through TimGM6mb."""
     import numpy as np
@@ -277,9 +283,8 @@ def make_clip(path: Path, index: int, chorale: str, split: str, seed: int, max_s
         frames += scene_frames(photograph(name), size, travelled, rng)
     frames = frames[:total]
     graded = [np.clip(f.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8) for f in frames]
-    release = organ_release if instrument == "organ" else 0.0
-    events = articulate(plan["events"], release) if release > 0 else plan["events"]
-    wave = render(events, duration, INSTRUMENTS[instrument])
+    release = clip_release(instrument, organ_release)
+    wave = render(articulate(plan["events"], release), duration, INSTRUMENTS[instrument])
     caption = f"a {tempo_word(bpm)} Bach chorale in a {mode} key played on {INSTRUMENT_WORDS[instrument]}"
     tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
     write_av(tmp, len(graded), graded.__getitem__, wave, fps, size, SAMPLE_RATE, audio_codec="alac")
@@ -343,9 +348,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def keep(name: str, index: int, chorale: str, split: str, unpaired: bool = False) -> bool:
         """Whether clip ``name`` is (now) on disk with ``chorale``; False when the chorale is unusable."""
-        release = args.organ_release if truth.get(name, {}).get("instrument") == "organ" else 0.0
         if (name in truth and truth[name]["chorale"] == os.path.basename(chorale) and (out / name).exists()
-                and truth[name].get("unpaired", False) == unpaired and truth[name].get("release", 0.0) == release):
+                and truth[name].get("unpaired", False) == unpaired
+                and truth[name].get("release", 0.0) == clip_release(truth[name]["instrument"], args.organ_release)):
             return True
         info = make_clip(out / name, index, chorale, split, args.seed, args.max_seconds, args.size, args.fps, unpaired,
                          args.organ_release)
