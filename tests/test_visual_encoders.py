@@ -114,6 +114,41 @@ def test_motion_shifted_square_exact():
     assert (cells[1:3, 0:2] > 0).all() and cells[0].sum() == 0 and cells[:, 2:].sum() == 0
 
 
+def panned(shifts, size=64, seed=0):
+    """uint8 [N, size, size, 3]: one smooth periodic texture moved by each (dy, dx) in pixels, fractions too."""
+    g = torch.Generator().manual_seed(seed)
+    spectrum = torch.fft.fft2(torch.randn(size, size, generator=g))
+    f = torch.fft.fftfreq(size)
+    spectrum = spectrum * torch.exp(-(f[:, None] ** 2 + f[None, :] ** 2) / (2 * 0.08**2))  # blur: a photo-like texture
+    frames = []
+    for dy, dx in shifts:
+        moved = torch.fft.ifft2(spectrum * torch.exp(-2j * math.pi * (f[:, None] * dy + f[None, :] * dx))).real
+        grey = (moved - moved.min()) / (moved.max() - moved.min()) * 200 + 20
+        frames.append(grey.round().to(torch.uint8)[..., None].expand(size, size, 3))
+    return torch.stack(frames)
+
+
+def test_motion_speed_reads_subpixel_pans_whichever_way():
+    steps = [(0.0, 1.5), (0.0, -1.5), (2.3, 0.0), (-0.7, -0.7), (0.0, 3.2), (1.0, 2.0), (0.0, 0.4)]
+    track = [(0.0, 0.0)]
+    for dy, dx in steps:
+        track.append((track[-1][0] + dy, track[-1][1] + dx))
+    frames = panned(track)
+    plain, fast = MotionEncoder(size=64, grid=4), MotionEncoder(size=64, grid=4, speed=True)
+    assert fast.dim == plain.dim + 1 == 31
+    a, b = plain.encode(frames), fast.encode(frames)
+    assert torch.equal(a, b[:, :-1])  # the speed channel is added after the others, which it leaves alone
+    speed = b[1:, -1] * 64  # in pixels
+    truth = torch.tensor([math.hypot(dy, dx) for dy, dx in steps])
+    assert (speed - truth).abs().max() < 0.25, (speed, truth)
+    # whole-pixel dy, dx alone round 1.5 px left and right to different lengths and 0.4 px to none
+    whole = torch.hypot(a[1:, 27], a[1:, 28]) * 64
+    assert (whole - truth).abs().max() > 0.35
+    assert from_config(fast.to_config(), None).dim == 31 and "speed" not in plain.to_config()
+    with pytest.raises(ConfigError, match="speed"):
+        from_config({"type": "motion", "speed": "yes"}, None)
+
+
 def test_motion_identical_frames_and_state():
     encoder = MotionEncoder()
     frames = random_frames(n=5, h=48, w=64)

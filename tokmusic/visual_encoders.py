@@ -206,17 +206,20 @@ class MotionEncoder(VisualEncoder):
     [mean d, std d, mean |d|] (d = current - previous, grey in [0, 1]), the mean |d| over a grid x grid
     layout, the fraction of pixels whose |d| falls in each of `bins` magnitude bins, and the global shift
     (dy, dx, peak) by phase correlation: dy, dx in fractions of the picture (positive: content moved
-    down / right), peak the correlation's height (1 for a pure shift). The first frame of a video gets zeros.
-    dim = 6 + grid**2 + bins.
+    down / right), peak the correlation's height (1 for a pure shift). With ``speed`` one more channel: the
+    shift's length, from the correlation peak refined to a fraction of a pixel, in fractions of the picture. A
+    pan's direction sets the signs of dy and dx, so neither alone says how fast the camera moves; the speed
+    does, whichever way it pans (a camera that surges on the beat shows its beat there). The first frame of a
+    video gets zeros. dim = 6 + grid**2 + bins (+ 1 with ``speed``).
     """
 
-    def __init__(self, size: int = 64, grid: int = 4):
+    def __init__(self, size: int = 64, grid: int = 4, speed: bool = False):
         super().__init__()
         if size < 8 or grid < 1 or grid > size:
             raise ConfigError(f"motion encoder: need size >= 8 and 1 <= grid <= size, got size={size}, grid={grid}")
-        self.size, self.grid = int(size), int(grid)
+        self.size, self.grid, self.speed = int(size), int(grid), bool(speed)
         self.bins = len(_HIST_EDGES) + 1
-        self.dim = 6 + self.grid**2 + self.bins
+        self.dim = 6 + self.grid**2 + self.bins + int(self.speed)
         self.image_size = None
         self._previous: torch.Tensor | None = None  # [size, size] grey of the last frame seen
         window = torch.hann_window(self.size, periodic=False, dtype=torch.float64)
@@ -234,7 +237,8 @@ class MotionEncoder(VisualEncoder):
         return grey
 
     def _shift(self, previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-        """Phase correlation of [M, S, S] pairs -> [M, 3] (dy, dx as fractions of S, peak height)."""
+        """Phase correlation of [M, S, S] pairs -> [M, 3] (dy, dx as fractions of S, peak height), or [M, 4]
+        with ``speed``: the shift's length with the peak refined by a parabola through it and its neighbours."""
         w = self.window.to(current.device)
         a = torch.fft.rfft2((previous - previous.mean((-2, -1), keepdim=True)) * w)
         b = torch.fft.rfft2((current - current.mean((-2, -1), keepdim=True)) * w)
@@ -242,12 +246,18 @@ class MotionEncoder(VisualEncoder):
         surface = torch.fft.irfft2(cross / (cross.abs() + 1e-9), s=(self.size, self.size))  # [M, S, S]
         flat = surface.flatten(1)
         peak, index = flat.max(1)
-        dy = torch.div(index, self.size, rounding_mode="floor")
-        dx = index % self.size
+        s = self.size
+        iy, ix = torch.div(index, s, rounding_mode="floor"), index % s
         # indices past the middle are negative shifts (the correlation wraps around)
-        dy = torch.where(dy > self.size // 2, dy - self.size, dy)
-        dx = torch.where(dx > self.size // 2, dx - self.size, dx)
-        return torch.stack([dy.float() / self.size, dx.float() / self.size, peak.float()], 1)
+        dy = torch.where(iy > s // 2, iy - s, iy).float()
+        dx = torch.where(ix > s // 2, ix - s, ix).float()
+        out = [dy / s, dx / s, peak.float()]
+        if self.speed:
+            m = torch.arange(len(index), device=index.device)
+            fy = dy + _vertex(surface[m, (iy - 1) % s, ix], peak, surface[m, (iy + 1) % s, ix])
+            fx = dx + _vertex(surface[m, iy, (ix - 1) % s], peak, surface[m, iy, (ix + 1) % s])
+            out.append(torch.hypot(fy, fx) / s)
+        return torch.stack(out, 1)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [N, H, W, 3] -> float32 [N, dim]; the previous frame is remembered across calls."""
@@ -276,12 +286,20 @@ class MotionEncoder(VisualEncoder):
         return out
 
     def to_config(self) -> dict:
-        return {"type": "motion", "size": self.size, "grid": self.grid}
+        config = {"type": "motion", "size": self.size, "grid": self.grid}
+        return {**config, "speed": True} if self.speed else config  # older pipelines read the same without it
 
     @classmethod
     def load(cls, directory: Path | None, config: dict) -> MotionEncoder:
         REGISTRY.check(config, "motion encoder config", expect="motion")
-        return cls(size=config.get("size", 64), grid=config.get("grid", 4))
+        return cls(size=config.get("size", 64), grid=config.get("grid", 4), speed=config.get("speed", False))
+
+
+def _vertex(before: torch.Tensor, at: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Offset in [-0.5, 0.5] of the top of the parabola through three samples one step apart (0 where flat)."""
+    curve = before - 2 * at + after
+    offset = torch.where(curve < 0, (before - after) / (2 * curve).clamp_max(-1e-12), torch.zeros_like(at))
+    return offset.clamp(-0.5, 0.5)
 
 
 class ConcatEncoder(VisualEncoder):
@@ -331,7 +349,8 @@ REGISTRY.register("clip", CLIPVisualEncoder.load, {
     "features": choice("pooled", "patch"), "grid": size(), "image_mean": array(number(), 3),
     "image_std": array(positive(), 3), "pretrained": Field(str),  # a name or path, when there is no directory
 }, needs_directory=False)
-REGISTRY.register("motion", MotionEncoder.load, {"size": size(4096), "grid": size(4096)}, needs_directory=False)
+REGISTRY.register("motion", MotionEncoder.load, {"size": size(4096), "grid": size(4096), "speed": Field(bool)},
+                  needs_directory=False)
 REGISTRY.register("efficientnet_lite0", lambda directory, config: _efficientnet().load(directory, config), {
     "size": Field(int, 32, 1024), "grid": size(32), "image_mean": array(number(), 3),
     "image_std": array(positive(), 3),
