@@ -8,8 +8,8 @@ checkpoints, so an interrupted build continues where it stopped):
   1. corpus     recipes/demo_corpus.py: Bach chorales rendered with a General MIDI soundfont, paired with
                 photographs under camera motion and cuts, and --unpaired (40) more training clips whose camera
                 and colour are drawn apart from their music, which teach text control (BUILD/corpus)
-  2. base       a fresh pipeline: EfficientNet-Lite0 (ImageNet weights from its package) + motion features at
-                FPS frames/s, an untrained EnCodec-architecture codec, a spectral k-means semantic tokenizer,
+  2. base       a fresh pipeline: EfficientNet-Lite0 (ImageNet weights from its package) + motion features
+                with the camera's speed at FPS frames/s, an untrained EnCodec-architecture codec, a spectral k-means semantic tokenizer,
                 a MiniLM text encoder (frozen, from its package) with an untrained audio tower (BUILD/base)
   3. semantic   recipes/fit_semantic.py: k-means centroids of the spectral frames (BUILD/with-semantic)
   4. control    recipes/fit_control.py: the audio tower trained against the captions (BUILD/with-control)
@@ -75,7 +75,7 @@ def base_pipeline(seed: int):
 
     parts = {
         "visual_encoder": ConcatEncoder([EfficientNetEncoder.from_pretrained(size=IMAGE_SIZE),
-                                          MotionEncoder(size=64, grid=4)]),
+                                          MotionEncoder(size=64, grid=4, speed=True)]),
         "codec": new_codec(seed=seed, **CODEC),
         "control": sentence_audio_control(sample_rate=CODEC["sample_rate"], seed=seed),
         "semantic_tokenizer": spectral_tokenizer(SEMANTIC_CLUSTERS, seed=seed, sample_rate=CODEC["sample_rate"]),
