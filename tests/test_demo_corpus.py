@@ -127,9 +127,8 @@ def test_motion_speed_channel_follows_the_camera_surge(corpus):
     for name, clip in meta["clips"].items():
         feats = extract_features(corpus / name, MotionEncoder(size=64, grid=4, speed=True), fps=fps).features.numpy()
         t = np.arange(len(feats)) / fps
-        spq = 60 / clip.get("video_tempo", clip["tempo"])
-        within = np.linspace(-1 / fps, 0, 9)  # channel k measures the step from frame k-1 to frame k
-        surge = (1 + dc.PAN_SURGE * np.cos(2 * np.pi * (t[:, None] + within - dc.LEAD_IN) / spq)).mean(1)
+        bpm = clip.get("video_tempo", clip["tempo"])
+        surge = dc.pan_distance(t, bpm) - dc.pan_distance(t - 1 / fps, bpm)  # frame k-1 -> k, as channel k measures
         keep = (t > 0) & np.array([np.min(np.abs(np.array(clip["cuts"]) - x), initial=9) > 1.5 / fps for x in t])
         r = [np.corrcoef(feats[keep, k], surge[keep])[0, 1] for k in range(feats.shape[1])]
         speed.append(r[-1])
