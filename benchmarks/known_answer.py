@@ -35,6 +35,7 @@ Measures:
     beat / truth beats) and the share of cuts with a generated beat within 0.1 s;
 (d) text control, on the same video: "fast" vs "slow" prompts (share of clips where the fast one is faster) and
     "piano" vs "church organ" (share where the piano prompt sounds more like piano to the judge below);
+    ``--only text`` measures just this (with ``--prompt-clips``);
 (e) Frechet distance of the music's embeddings to the truth's, with two offline embedders: the pipeline's own
     audio tower (5 s windows) and the weight-free spectral embedder (1 s windows).
 
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="measure the tempo Spearman of the pipeline (and --against) over K seed sets, SEED,"
                         f" SEED + {SEED_STRIDE}, ...: one draw of it is noisy (default 1)")
     p.add_argument("--out", help="also write the generated music here (WAV) and a spectrogram PNG of the first two clips")
-    p.add_argument("--only", choices=("codec",), help="measure only (a), the codecs' reconstructions (fast)")
+    p.add_argument("--only", choices=("codec", "text"),
+                   help="measure only (a), the codecs' reconstructions (fast), or only (d), the text control")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = p.parse_args(argv)
@@ -110,11 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     spectral = SpectralEmbedder()
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
+    started = time.perf_counter()
+    if args.only == "text":
+        answers = [{**clips[n], "duration": min(clips[n]["duration"], args.seconds or math.inf)} for n in names]
+        result = {"clips": len(names), "corpus": str(corpus), "seed": args.seed, "pipeline": args.pipeline or "default",
+                  "against": others,
+                  "text_control": text_control(systems, corpus, names, answers, judge, sr, args, log, started)}
+        print(json.dumps(result) if args.json else "\n".join(text_lines(result)))
+        return 0
+
     answers, waves = [], {"truth": [], "codec": [], **{label: [] for label in systems}}
     if pipe.semantic_tokenizer is not None:
         waves["given_semantic"] = []
     codec = {label: {"mel_distance": [], "si_snr": [], "chroma_agreement": []} for label in systems}
-    started = time.perf_counter()
     generated_seconds = 0.0
     for i, name in enumerate(names):
         answer = dict(clips[name])
@@ -195,6 +205,23 @@ def main(argv: list[str] | None = None) -> int:
         result["tempo_seeds"][label] = values
 
     # (d) text control on the same videos
+    result["text_control"] = text_control(systems, corpus, names, answers, judge, sr, args, log, started)
+    result["generation"] = {"seconds_of_music": round(generated_seconds, 1), "wall_seconds": round(gen_wall, 1)}
+
+    if args.out:
+        write_outputs(Path(args.out), names, waves, sr)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_table(result)
+    return 0
+
+
+def text_control(systems: dict, corpus: Path, names: list[str], answers: list[dict], judge, sr: int, args, log,
+                 started: float) -> dict:
+    """(d): per system, the share of the first ``--prompt-clips`` clips where the "fast" prompt gives faster music
+    than the "slow" one, and where the piano prompt sounds more like piano than the organ prompt, same video and
+    seed."""
     k = min(args.prompt_clips, len(names))
     text: dict = {}
     for label, system in systems.items():
@@ -212,16 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  prompts {label} {i + 1}/{k} ({time.perf_counter() - started:.0f} s)")
         text[label] = {"fast_faster_than_slow": round(faster / k, 4), "piano_prompt_more_piano": round(more_piano / k, 4),
                        "clips": k}
-    result["text_control"] = text
-    result["generation"] = {"seconds_of_music": round(generated_seconds, 1), "wall_seconds": round(gen_wall, 1)}
-
-    if args.out:
-        write_outputs(Path(args.out), names, waves, sr)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print_table(result)
-    return 0
+    return text
 
 
 def againsts(args) -> dict[str, str]:
@@ -291,6 +309,11 @@ def codec_lines(result: dict) -> list[str]:
             for label, c in result["codec"].items()]
 
 
+def text_lines(result: dict) -> list[str]:
+    return [f"text control ({label}, {t['clips']} clips): fast prompt faster {t['fast_faster_than_slow']:.0%}, "
+            f"piano prompt more piano {t['piano_prompt_more_piano']:.0%}" for label, t in result["text_control"].items()]
+
+
 def print_table(result: dict) -> None:
     systems = result["systems"]
     keys = ["tempo_spearman", "tempo_within_8pct", "tempo_within_8pct_piano", "tempo_within_8pct_organ",
@@ -303,9 +326,7 @@ def print_table(result: dict) -> None:
         cells = "".join(f"{systems[s].get(key, float('nan')):>{widths[s]}.3f}" for s in systems)
         print(f"{key:22s}{cells}")
     print("\n".join(codec_lines(result)))
-    for label, t in result["text_control"].items():
-        print(f"text control ({label}, {t['clips']} clips): fast prompt faster {t['fast_faster_than_slow']:.0%}, "
-              f"piano prompt more piano {t['piano_prompt_more_piano']:.0%}")
+    print("\n".join(text_lines(result)))
     g = result["generation"]
     print(f"generation: {g['seconds_of_music']} s of music (pipeline{''.join(' and ' + k for k in result['against'])}) "
           f"in {g['wall_seconds']} s, the random pipeline's included")

@@ -121,6 +121,26 @@ def test_codec_only_run_on_a_small_corpus(bench, small_world, capsys):
     assert lines[0].replace("pipeline", "against_2") == lines[3]
 
 
+def test_text_only_run_measures_the_prompts_alone(bench, small_world, capsys):
+    """``--only text``: the text control of every system and nothing else; the same pipeline twice, with the same
+    seeds, follows the prompts the same."""
+    import json
+
+    corpus, pipe = small_world
+    capsys.readouterr()
+    assert bench.main(["--corpus", str(corpus), "--pipeline", str(pipe), "--against", str(pipe), "--only", "text",
+                       "--prompt-clips", "2", "--prompt-seconds", "2", "--json"]) == 0
+    out = capsys.readouterr()
+    result = json.loads(out.out)
+    assert "prompts against 2/2" in out.err and "clip 1/" not in out.err  # no music generated for (b), (c), (e)
+    assert "systems" not in result and set(result["text_control"]) == {"pipeline", "random", "against"}
+    for row in result["text_control"].values():
+        assert row["clips"] == 2 and row["fast_faster_than_slow"] in (0, 0.5, 1)
+        assert row["piano_prompt_more_piano"] in (0, 0.5, 1)
+    assert result["text_control"]["against"] == result["text_control"]["pipeline"]
+    assert bench.text_lines(result)[0].startswith("text control (pipeline, 2 clips): fast prompt faster ")
+
+
 def test_full_run_scores_every_system_and_the_truth_scores_best(bench, small_world, capsys):
     """Every system gets every measure, and the ground truth, whose answers they are, finds its breaths at the
     cuts."""
