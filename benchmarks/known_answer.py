@@ -81,11 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="also write the generated music here (WAV) and a spectrogram PNG of the first two clips")
     p.add_argument("--only", choices=("codec", "text"),
                    help="measure only (a), the codecs' reconstructions (fast), or only (d), the text control")
+    p.add_argument("--sampling", type=json.loads, default={}, metavar="JSON",
+                   help="sampling options for every pipeline's music, as Pipeline.generate takes them, one value or"
+                        """ one per stage, e.g. '{"cfg_scale": {"semantic": 6}}' (default: each stage's own)""")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = p.parse_args(argv)
     if args.tempo_seeds < 1:
         p.error(f"--tempo-seeds {args.tempo_seeds}: give 1 or more seed sets")
+    from tokmusic.pipeline import SAMPLING_OPTIONS
+
+    if not isinstance(args.sampling, dict) or not set(args.sampling) <= set(SAMPLING_OPTIONS):
+        p.error(f"--sampling {json.dumps(args.sampling)}: give a JSON object with keys among {', '.join(SAMPLING_OPTIONS)}")
 
     import tokmusic
     from tokmusic.audio import load_audio
@@ -115,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.only == "text":
         answers = [{**clips[n], "duration": min(clips[n]["duration"], args.seconds or math.inf)} for n in names]
-        result = {"clips": len(names), "corpus": str(corpus), "seed": args.seed, "pipeline": args.pipeline or "default",
-                  "against": others,
+        result = {"clips": len(names), "corpus": str(corpus), "seed": args.seed, "sampling": args.sampling,
+                  "pipeline": args.pipeline or "default", "against": others,
                   "text_control": text_control(systems, corpus, names, answers, judge, sr, args, log, started)}
         print(json.dumps(result) if args.json else "\n".join(text_lines(result)))
         return 0
@@ -148,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             if label == "pipeline":
                 waves["codec"].append(rebuilt)
                 if "given_semantic" in waves:
-                    waves["given_semantic"].append(given_semantic(system, video, truth, args.seed + i))
-            waves[label].append(generated(system, video, sr, args.seed + i, answer["duration"]))
+                    waves["given_semantic"].append(given_semantic(system, video, truth, args.seed + i,
+                                                                          args.sampling))
+            waves[label].append(generated(system, video, sr, args.seed + i, answer["duration"], None, args.sampling))
             generated_seconds += answer["duration"] if label != "random" else 0.0
         log(f"  clip {i + 1}/{len(names)} {name}: done ({time.perf_counter() - started:.0f} s)")
     gen_wall = time.perf_counter() - started
@@ -171,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     rows.update({label: [judge.measure(w, a) for w, a in zip(waves[label], answers)]
                  for label in ("random", *others, "codec", "given_semantic") if label in waves})
-    result: dict = {"clips": len(names), "corpus": str(corpus), "seed": args.seed,
+    result: dict = {"clips": len(names), "corpus": str(corpus), "seed": args.seed, "sampling": args.sampling,
                     "pipeline": args.pipeline or "default", "against": others, "systems": {}}
     truth_emb = [judge.audio_embeddings(w) for w in waves["truth"]]
     truth_spec = [spectral.embed_windows(w, sr) for w in waves["truth"]]
@@ -198,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds[1:]:
             tempi = []
             for i, name in enumerate(names):
-                wave = generated(systems[label], corpus / name, sr, seed + i, answers[i]["duration"])
+                wave = generated(systems[label], corpus / name, sr, seed + i, answers[i]["duration"], None,
+                                 args.sampling)
                 tempi.append(fold_tempo(judge_tempo(wave, sr)))
             values.append(round(spearman(tempi, implied), 4))
             log(f"  tempo {label} seed {seed}: Spearman {values[-1]:.3f} ({time.perf_counter() - started:.0f} s)")
@@ -230,7 +239,7 @@ def text_control(systems: dict, corpus: Path, names: list[str], answers: list[di
             video, secs = corpus / name, min(args.prompt_seconds, answers[i]["duration"])
 
             def make(prompt, system=system, video=video, secs=secs, i=i):
-                return generated(system, video, sr, args.seed + 100 + i, secs, prompt)
+                return generated(system, video, sr, args.seed + 100 + i, secs, prompt, args.sampling)
 
             tempo = {w: fold_tempo(judge_tempo(make(t), sr)) for w, t in TEMPO_PROMPTS.items()}
             faster += bool(tempo["fast"] > tempo["slow"])
@@ -247,19 +256,20 @@ def againsts(args) -> dict[str, str]:
     return {"against" if n == 1 else f"against_{n}": d for n, d in enumerate(args.against or [], start=1)}
 
 
-def given_semantic(pipe, video: Path, truth: torch.Tensor, seed: int) -> torch.Tensor:
+def given_semantic(pipe, video: Path, truth: torch.Tensor, seed: int, sampling: dict) -> torch.Tensor:
     """The music of ``pipe``'s coarse and fine stages for ``video`` given the truth's semantic tokens (``pipe``
     has a semantic tokenizer)."""
     with torch.inference_mode():
         semantic = pipe.semantic_tokenizer.tokenize(truth, pipe.sample_rate).reshape(1, -1)
     duration = truth.shape[-1] / pipe.sample_rate
-    tokens = pipe._tokens(video, None, [seed], duration, False, {}, given={"semantic": semantic})[0]
+    tokens = pipe._tokens(video, None, [seed], duration, False, sampling, given={"semantic": semantic})[0]
     return load_rate(pipe._decode(tokens).waveform, pipe.sample_rate, pipe.sample_rate)  # mono [1, N]
 
 
-def generated(system, video: Path, sr: int, seed: int, seconds: float, prompt: str | None = None) -> torch.Tensor:
+def generated(system, video: Path, sr: int, seed: int, seconds: float, prompt: str | None = None,
+              sampling: dict | None = None) -> torch.Tensor:
     """``system``'s music for ``video`` (and ``prompt``), mono ``[1, N]`` at the judge's ``sr``."""
-    music = system.generate(video, prompt, seed=seed, seconds=seconds, progress=False)
+    music = system.generate(video, prompt, seed=seed, seconds=seconds, progress=False, **(sampling or {}))
     return load_rate(music.waveform, system.sample_rate, sr)
 
 

@@ -9,7 +9,7 @@ import torch
 
 from scripts import load_script
 from tokmusic.evaluation.known_answer import Judge, derangement, fold_tempo, segment_tempi, spearman, steady
-from tokmusic.errors import DataError
+from tokmusic.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +139,13 @@ def test_text_only_run_measures_the_prompts_alone(bench, small_world, capsys):
         assert row["piano_prompt_more_piano"] in (0, 0.5, 1)
     assert result["text_control"]["against"] == result["text_control"]["pipeline"]
     assert bench.text_lines(result)[0].startswith("text control (pipeline, 2 clips): fast prompt faster ")
+    # --sampling reaches every generation: a value out of range is the pipeline's own error, a wrong key the script's
+    with pytest.raises(ConfigError, match="top_p"):
+        bench.main(["--corpus", str(corpus), "--pipeline", str(pipe), "--only", "text", "--prompt-clips", "1",
+                    "--prompt-seconds", "2", "--sampling", '{"top_p": {"semantic": 2}}', "--quiet"])
+    with pytest.raises(SystemExit):
+        bench.main(["--corpus", str(corpus), "--only", "text", "--sampling", '{"temprature": 0.5}'])
+    assert "temprature" in capsys.readouterr().err
 
 
 def test_full_run_scores_every_system_and_the_truth_scores_best(bench, small_world, capsys):
