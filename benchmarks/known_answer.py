@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="other pipeline directories, measured in the same run (rows 'against', 'against_2', ...)")
     p.add_argument("--clips", type=int, help="held-out clips to use (default: all of them)")
     p.add_argument("--seconds", type=float, help="only the first SECONDS of each clip (default: all)")
-    p.add_argument("--prompt-clips", type=int, default=8, help="clips for the text-control test (d)")
+    p.add_argument("--prompt-clips", type=int, default=8, help="clips for the text-control test (d); 0 skips it")
     p.add_argument("--prompt-seconds", type=float, default=12.0, help="seconds generated per prompt in (d)")
     p.add_argument("--seed", type=int, default=0, help="clip i is generated with seed SEED + i")
     p.add_argument("--tempo-seeds", type=int, default=1, metavar="K",
@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.tempo_seeds < 1:
         p.error(f"--tempo-seeds {args.tempo_seeds}: give 1 or more seed sets")
+    if args.prompt_clips < (1 if args.only == "text" else 0):
+        p.error(f"--prompt-clips {args.prompt_clips}: give 1 or more clips for the text control"
+                + ("" if args.only == "text" else ", or 0 to skip it"))
     from tokmusic.pipeline import SAMPLING_OPTIONS
 
     if not isinstance(args.sampling, dict) or not set(args.sampling) <= set(SAMPLING_OPTIONS):
@@ -233,7 +236,7 @@ def text_control(systems: dict, corpus: Path, names: list[str], answers: list[di
     seed."""
     k = min(args.prompt_clips, len(names))
     text: dict = {}
-    for label, system in systems.items():
+    for label, system in systems.items() if k else ():
         faster = more_piano = 0
         for i, name in enumerate(names[:k]):
             video, secs = corpus / name, min(args.prompt_seconds, answers[i]["duration"])
@@ -336,7 +339,8 @@ def print_table(result: dict) -> None:
         cells = "".join(f"{systems[s].get(key, float('nan')):>{widths[s]}.3f}" for s in systems)
         print(f"{key:22s}{cells}")
     print("\n".join(codec_lines(result)))
-    print("\n".join(text_lines(result)))
+    for line in text_lines(result):
+        print(line)
     g = result["generation"]
     print(f"generation: {g['seconds_of_music']} s of music (pipeline{''.join(' and ' + k for k in result['against'])}) "
           f"in {g['wall_seconds']} s, the random pipeline's included")

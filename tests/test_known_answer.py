@@ -146,6 +146,9 @@ def test_text_only_run_measures_the_prompts_alone(bench, small_world, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--corpus", str(corpus), "--only", "text", "--sampling", '{"temprature": 0.5}'])
     assert "temprature" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--corpus", str(corpus), "--only", "text", "--prompt-clips", "0"])
+    assert "--prompt-clips 0: give 1 or more clips" in capsys.readouterr().err
 
 
 def test_full_run_scores_every_system_and_the_truth_scores_best(bench, small_world, capsys):
