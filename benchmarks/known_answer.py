@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="also write the generated music here (WAV) and a spectrogram PNG of the first two clips")
     p.add_argument("--only", choices=("codec", "text"),
                    help="measure only (a), the codecs' reconstructions (fast), or only (d), the text control")
-    p.add_argument("--sampling", type=json.loads, default={}, metavar="JSON",
+    p.add_argument("--sampling", type=json_object, default={}, metavar="JSON",
                    help="sampling options for every pipeline's music, as Pipeline.generate takes them, one value or"
                         """ one per stage, e.g. '{"cfg_scale": {"semantic": 6}}' (default: each stage's own)""")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 + ("" if args.only == "text" else ", or 0 to skip it"))
     from tokmusic.pipeline import SAMPLING_OPTIONS
 
-    if not isinstance(args.sampling, dict) or not set(args.sampling) <= set(SAMPLING_OPTIONS):
+    if not set(args.sampling) <= set(SAMPLING_OPTIONS):
         p.error(f"--sampling {json.dumps(args.sampling)}: give a JSON object with keys among {', '.join(SAMPLING_OPTIONS)}")
 
     import tokmusic
@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             if label == "pipeline":
                 waves["codec"].append(rebuilt)
                 if "given_semantic" in waves:
-                    waves["given_semantic"].append(given_semantic(system, video, truth, args.seed + i,
-                                                                          args.sampling))
+                    semantic_given = given_semantic(system, video, truth, args.seed + i, args.sampling)
+                    waves["given_semantic"].append(semantic_given)
             waves[label].append(generated(system, video, sr, args.seed + i, answer["duration"], None, args.sampling))
             generated_seconds += answer["duration"] if label != "random" else 0.0
         log(f"  clip {i + 1}/{len(names)} {name}: done ({time.perf_counter() - started:.0f} s)")
@@ -252,6 +252,17 @@ def text_control(systems: dict, corpus: Path, names: list[str], answers: list[di
         text[label] = {"fast_faster_than_slow": round(faster / k, 4), "piano_prompt_more_piano": round(more_piano / k, 4),
                        "clips": k}
     return text
+
+
+def json_object(text: str) -> dict:
+    """``--sampling``'s value: a JSON object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a JSON object such as '{{\"temperature\": 0.8}}'")
+    return value
 
 
 def againsts(args) -> dict[str, str]:

@@ -147,6 +147,9 @@ def test_text_only_run_measures_the_prompts_alone(bench, small_world, capsys):
         bench.main(["--corpus", str(corpus), "--only", "text", "--sampling", '{"temprature": 0.5}'])
     assert "temprature" in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        bench.main(["--corpus", str(corpus), "--only", "text", "--sampling", "temperature=0.5"])
+    assert "'temperature=0.5' is not JSON" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         bench.main(["--corpus", str(corpus), "--only", "text", "--prompt-clips", "0"])
     assert "--prompt-clips 0: give 1 or more clips" in capsys.readouterr().err
 
