@@ -92,10 +92,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.prompt_clips < (1 if args.only == "text" else 0):
         p.error(f"--prompt-clips {args.prompt_clips}: give 1 or more clips for the text control"
                 + ("" if args.only == "text" else ", or 0 to skip it"))
-    from tokmusic.pipeline import SAMPLING_OPTIONS
-
-    if not set(args.sampling) <= set(SAMPLING_OPTIONS):
-        p.error(f"--sampling {json.dumps(args.sampling)}: give a JSON object with keys among {', '.join(SAMPLING_OPTIONS)}")
 
     import tokmusic
     from tokmusic.audio import load_audio
@@ -117,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     others = againsts(args)  # row -> directory
     systems = {"pipeline": pipe, "random": random_pipe,
                **{label: tokmusic.Pipeline.from_pretrained(d) for label, d in others.items()}}
+    for system in systems.values():
+        system.check_request(**args.sampling)  # a bad --sampling fails here, before any music is made
     sr = pipe.sample_rate
     judge = Judge(pipe.control, sr)
-    spectral = SpectralEmbedder()
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
     started = time.perf_counter()
@@ -131,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result) if args.json else "\n".join(text_lines(result)))
         return 0
 
+    spectral = SpectralEmbedder()
     answers, waves = [], {"truth": [], "codec": [], **{label: [] for label in systems}}
     if pipe.semantic_tokenizer is not None:
         waves["given_semantic"] = []
