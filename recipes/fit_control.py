@@ -10,7 +10,8 @@ retrieval figures of the "valid" captioned items before and after. Run before re
 training data holds the control's audio embeddings.
 
 Then it fits the control's prompt prior (tokmusic/sentence_control.py: a prompt is mapped to the mean audio
-embedding of the training captions it matches, the space the stages were trained in; ``--no-prior`` skips it).
+embedding of the training captions it matches, the space the stages were trained in; ``--no-prior`` skips it),
+embedding the music in chunks of ``--control-hop`` seconds, as preprocess.py embeds each training crop's.
 ``--steps 0`` keeps a trained audio tower as it is and fits only the prior: the stages need no retraining, as
 the audio embeddings they were trained on do not change.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokmusic.training.cli import RecipeParser, run
+from tokmusic.training.preprocess import CONTROL_HOP
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1000, help="optimisation steps (0: keep the tower, fit the prior)")
     p.add_argument("--prior-temperature", type=float, default=0.02,
                    help="softmax temperature of the prompt prior over caption similarities (default 0.02)")
+    p.add_argument("--control-hop", type=float, default=CONTROL_HOP,
+                   help="seconds of music per embedding the prior averages: the --control-hop the data is "
+                        f"preprocessed with (default {CONTROL_HOP:g}, as there)")
     p.add_argument("--no-prior", action="store_true", help="no prompt prior: prompts reach the stages as text")
     p.add_argument("--crop-seconds", type=float, default=10.0, help="longest crop of music per example")
     p.add_argument("--min-crop-seconds", type=float, default=1.0, help="shortest crop (lengths vary per step)")
@@ -49,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("crop_seconds", "min_crop_seconds", "lr", "prior_temperature"):
         if not getattr(args, name) > 0:
             p.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if not 0 < args.control_hop < float("inf"):
+        p.error(f"--control-hop must be > 0 seconds, got {args.control_hop}")
     if args.min_crop_seconds > args.crop_seconds:
         p.error(f"--min-crop-seconds {args.min_crop_seconds} is longer than --crop-seconds {args.crop_seconds}")
 
@@ -102,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     control.prior = None
     if not args.no_prior:
         control.prior = fit_prompt_prior(control, train, train_captions, temperature=args.prior_temperature,
-                                         progress=progress)
+                                         hop=args.control_hop, progress=progress)
         print(f"fit_control: prompt prior over {len(control.prior.captions)} distinct captions "
-              f"(temperature {args.prior_temperature:g})")
+              f"(temperature {args.prior_temperature:g}, {args.control_hop:g} s chunks)")
     if before is not None:
         after = retrieval(control, valid, valid_captions)
         for name, result in (("before", before), ("after", after)):

@@ -155,16 +155,16 @@ def test_prompt_prior_maps_a_caption_to_its_music():
 
 
 def test_the_prompt_prior_is_saved_loaded_and_checked(tmp_path):
-    from tokmusic.errors import CheckpointError
+    from tokmusic.errors import CheckpointError, ConfigError
     from tokmusic.sentence_control import PromptPrior, SentenceAudioControl
 
     control = sentence_audio_control(SR, seed=0, window_seconds=2.0, width=32)
     text, audio = (torch.nn.functional.normalize(torch.randn(3, 384), dim=-1) for _ in range(2))
-    control.prior = PromptPrior(["a", "b", "c"], text, audio, 0.05)
+    control.prior = PromptPrior(["a", "b", "c"], text, audio, 0.05, hop=4.0)
     control.save(tmp_path)
     config = {"type": "sentence_audio", "dim": 384, "sample_rate": SR}
     loaded = SentenceAudioControl.load(tmp_path, config)
-    assert loaded.prior.captions == ["a", "b", "c"] and loaded.prior.temperature == 0.05
+    assert loaded.prior.captions == ["a", "b", "c"] and loaded.prior.temperature == 0.05 and loaded.prior.hop == 4.0
     assert torch.equal(loaded.prior.audio, audio) and torch.equal(loaded.prior.text, text)
     prompts = ["a quiet evening", "a storm"]
     assert torch.allclose(loaded.embed_prompt(prompts), control.embed_prompt(prompts))
@@ -174,7 +174,13 @@ def test_the_prompt_prior_is_saved_loaded_and_checked(tmp_path):
     with pytest.raises(CheckpointError, match="prior.safetensors"):
         SentenceAudioControl.load(tmp_path, config)
     files["prompt_prior"]["captions"] = ["a", "b", "c"]
+    files["prompt_prior"]["hop"] = -1
     (tmp_path / "config.json").write_text(json.dumps(files))
+    with pytest.raises(ConfigError, match="prompt_prior.hop"):
+        SentenceAudioControl.load(tmp_path, config)
+    del files["prompt_prior"]["hop"]  # priors saved before the hop was recorded still load
+    (tmp_path / "config.json").write_text(json.dumps(files))
+    assert SentenceAudioControl.load(tmp_path, config).prior.hop is None
     (tmp_path / "prior.safetensors").unlink()
     with pytest.raises(CheckpointError, match="prior.safetensors"):
         SentenceAudioControl.load(tmp_path, config)
@@ -194,12 +200,67 @@ def test_recipe_with_zero_steps_keeps_the_tower_and_fits_only_the_prior(tmp_path
                           "--no-prior"]) == 0
     assert Pipeline.from_pretrained(tmp_path / "a").control.prior is None
     assert main(common + ["--pipeline", str(tmp_path / "a"), "--out", str(tmp_path / "b"), "--steps", "0",
-                          "--prior-temperature", "0.1"]) == 0
+                          "--prior-temperature", "0.1", "--control-hop", "2"]) == 0
     assert "--steps 0: the audio tower is kept as it is" in capsys.readouterr().out
     a, b = (Pipeline.from_pretrained(tmp_path / d) for d in ("a", "b"))
     assert b.control.prior.captions == ["a fast piece", "a slow piece"] and b.control.prior.temperature == 0.1
+    assert b.control.prior.hop == 2.0
     assert all(torch.equal(x, y) for x, y in zip(a.control.tower.state_dict().values(),
                                                   b.control.tower.state_dict().values()))
     for name in a.stages:  # the stages are kept: the audio embeddings they were trained on are the same
         assert all(torch.equal(x, y) for x, y in zip(a.stages[name].state_dict().values(),
                                                       b.stages[name].state_dict().values()))
+
+
+class LabelControl:
+    """A control whose chunk embedding is the one-hot of the chunk's rounded mean sample: a known answer."""
+
+    sample_rate = 10
+    dim = 4
+
+    def embed_audio_chunks(self, wave, sample_rate, hop):
+        chunks = wave.split(round(hop * sample_rate))
+        return torch.nn.functional.one_hot(torch.stack([c.mean().round().long() for c in chunks]), self.dim).float()
+
+
+def test_chunk_accuracy_counts_captions_and_words():
+    from tokmusic.training.control_fit import chunk_accuracy
+
+    names = ["a fast organ piece", "a fast piano piece", "a slow piano piece"]  # label 0, 1, 2
+
+    def steady(label, seconds=4):
+        return torch.full((seconds * LabelControl.sample_rate,), float(label))
+
+    train = ([steady(k) for k in range(3)], names)
+    # test: "fast piano" with its 4 one-second chunks labelled 1, 1, 0, 0 (half given "fast organ": caption wrong,
+    # tempo word right) and "slow piano" labelled 2, 2, 2, 1 (one chunk given "fast piano": both wrong)
+    fast = torch.cat([steady(1, 2), steady(0, 2)])
+    slow = torch.cat([steady(2, 3), steady(1, 1)])
+    got = chunk_accuracy(LabelControl(), train, ([fast, slow], names[1:]), hop=1.0, words=("fast", "slow"))
+    assert got["chunks"] == 8 and got["captions"] == 3 and got["chance"] == 1 / 3
+    assert got["caption"] == 5 / 8 and got["word"] == 7 / 8 and got["word_chunks"] == 8
+    assert got["centroid_cosine"] == 0.0  # one-hot centroids of distinct labels
+    # 2-second chunks of "fast piano" average 1 and 0: still half; of "slow piano", 2 and 1.5 -> 2 and 2: all right
+    got = chunk_accuracy(LabelControl(), train, ([fast, slow], names[1:]), hop=2.0)
+    assert got["chunks"] == 4 and got["caption"] == 3 / 4 and "word" not in got
+
+
+def test_control_hop_benchmark_prints_one_row_per_chunk_length(tmp_path, capsys):
+    from scripts import load_script
+
+    clicks_world(tmp_path, 3, valid=(2, 5))
+    bench = load_script("benchmarks/control_hop.py")
+    from recipes.fit_control import main as fit
+
+    assert fit([str(tmp_path / "m.jsonl"), "--pipeline", str(tmp_path / "pipe"), "--out", str(tmp_path / "p"),
+                "--steps", "2", "--batch-size", "4", "--crop-seconds", "2", "--sample-rate", str(SR), "--quiet"]) == 0
+    capsys.readouterr()
+    assert bench.main([str(tmp_path / "m.jsonl"), "--pipeline", str(tmp_path / "p"), "--hops", "0.5", "2",
+                       "--words", "slow", "fast", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [r["hop"] for r in result["rows"]] == [0.5, 2.0] and result["valid_items"] == 2
+    assert [r["chunks"] for r in result["rows"]] == [12, 4]  # two 3 s items: 6 and 2 chunks each
+    assert all(0 <= r["caption"] <= 1 and r["chance"] == 0.5 and r["word_chunks"] == r["chunks"]
+               for r in result["rows"])
+    with pytest.raises(SystemExit):
+        bench.main([str(tmp_path / "m.jsonl"), "--hops", "0"])

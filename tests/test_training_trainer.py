@@ -10,7 +10,7 @@ from tokmusic.training.checkpoints import check_data_order, data_order, optimize
 from tokmusic.stage import DEFAULT_WINDOW
 from tokmusic.training.config import TrainConfig
 from tokmusic.training.ema import EMA
-from tokmusic.training.trainer import _forget_log_after, append_log, lr_at
+from tokmusic.training.trainer import _forget_log_after, append_log, hop_mismatch, lr_at
 
 STAGES = Path(__file__).resolve().parents[1] / "stages"
 
@@ -100,3 +100,13 @@ def test_log_lines_are_whole_and_a_torn_last_line_is_dropped_on_resume(tmp_path)
     assert log.read_text() == '{"step": 2, "loss": 0.5}\n{"step": 4, "loss": 0.25}\n'
     _forget_log_after(log, 0)  # a fresh start (no checkpoint yet) replays every step
     assert log.read_text() == ""
+
+
+def test_a_prompt_prior_fitted_at_another_chunk_length_is_reported():
+    """Prompts reach a stage through the prior, so its chunks must be as long as the training controls'."""
+    entries = [{"control_hop": 4.0}, {"control_hop": 4.0}]
+    assert hop_mismatch(4.0, entries, "data", "pipe") is None
+    assert hop_mismatch(None, entries, "data", "pipe") is None  # a prior saved before hops were recorded
+    message = hop_mismatch(1.0, entries, "data", "pipe")
+    assert message.startswith("data embeds the music in 4 s chunks but pipe's prompt prior in 1 s ones")
+    assert "fit_control.py --steps 0 --control-hop 4" in message

@@ -145,12 +145,14 @@ class PromptPrior:
 
     captions: the K distinct training captions; text ``[K, D]``: their MiniLM embeddings; audio ``[K, D]``: the
     mean audio embedding of each caption's music (both L2-normalised); temperature: of the softmax over
-    ``prompt · text``."""
+    ``prompt · text``; hop: the length in seconds of the music chunks that were embedded (the stages must be
+    trained on controls of the same length, preprocess's ``control_hop``; None: not recorded)."""
 
     captions: list[str]
     text: torch.Tensor
     audio: torch.Tensor
     temperature: float = 0.02
+    hop: float | None = None
 
     def __call__(self, prompts: torch.Tensor) -> torch.Tensor:
         """Text embeddings ``[B, D]`` -> float32 ``[B, D]``, L2-normalised."""
@@ -233,6 +235,8 @@ class SentenceAudioControl(ControlEmbedder):
             save_tensors(directory / PRIOR_FILE, {"text": self.prior.text.float().cpu().contiguous(),
                                                   "audio": self.prior.audio.float().cpu().contiguous()})
             files["prompt_prior"] = {"captions": list(self.prior.captions), "temperature": self.prior.temperature}
+            if self.prior.hop is not None:
+                files["prompt_prior"]["hop"] = self.prior.hop
         write_json(directory / "config.json", files)
 
     @classmethod
@@ -243,7 +247,7 @@ class SentenceAudioControl(ControlEmbedder):
         where = directory / "config.json"
         files = read_json(where, "sentence_audio control config")
         prior_fields = {"captions": array(Field(str), min_length=1, required=True),
-                        "temperature": positive(required=True)}
+                        "temperature": positive(required=True), "hop": positive()}
         check_object(files, {"type": choice(CONFIG_TYPE, required=True), "text_model": choice(TEXT_PACKAGE),
                              "audio_tower": obj(_tower_fields(), required=True),
                              "prompt_prior": obj(prior_fields)}, str(where))
@@ -268,7 +272,8 @@ class SentenceAudioControl(ControlEmbedder):
             check_tensor_shapes(directory / PRIOR_FILE, {"text": (k, cfg.dim), "audio": (k, cfg.dim)}, where)
             tensors = load_tensors(directory / PRIOR_FILE)
             prior = PromptPrior(list(settings["captions"]), tensors["text"].float(), tensors["audio"].float(),
-                                float(settings["temperature"]))
+                                float(settings["temperature"]),
+                                None if settings.get("hop") is None else float(settings["hop"]))
         return cls(tower, prior=prior)
 
 

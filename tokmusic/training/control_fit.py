@@ -161,6 +161,44 @@ def retrieval(control, waves: list[torch.Tensor], captions: list[str]) -> dict:
 
 
 @torch.inference_mode()
+def chunk_accuracy(control, train: tuple[list[torch.Tensor], list[str]], test: tuple[list[torch.Tensor], list[str]],
+                   hop: float, words: tuple[str, ...] = ()) -> dict:
+    """How much of its caption one ``hop``-second chunk of music tells: the chunk length a stage's controls (and
+    the prompt prior) should use.
+
+    Each caption's centroid is the mean of its ``train`` (waves, captions) music's chunk embeddings; each chunk of
+    ``test`` music is assigned the caption of the nearest centroid. caption: share of test chunks given their own
+    caption (chance: 1 / the captions); with ``words`` (e.g. the tempo words), also word: share of the test chunks
+    whose caption holds one of them that are given a caption with the same one; centroid_cosine: the mean cosine
+    between distinct captions' centroids (lower: the chunks keep the captions further apart).
+    """
+    def chunks(waves):
+        return [control.embed_audio_chunks(w, control.sample_rate, hop).float().cpu() for w in waves]
+
+    def word_of(caption):
+        return next((w for w in words if w in caption.split()), None)
+
+    distinct = sorted(set(train[1]))
+    sums = torch.zeros(len(distinct), control.dim)
+    for emb, caption in zip(chunks(train[0]), train[1]):
+        sums[distinct.index(caption)] += emb.sum(0)
+    centroids = F.normalize(sums, dim=-1)  # [K, D]
+    right = total = word_right = word_total = 0
+    for emb, caption in zip(chunks(test[0]), test[1]):  # emb: [chunks, D]
+        guesses = [distinct[k] for k in (emb @ centroids.T).argmax(1).tolist()]
+        right += sum(g == caption for g in guesses)
+        total += len(guesses)
+        if word_of(caption) is not None:
+            word_right += sum(word_of(g) == word_of(caption) for g in guesses)
+            word_total += len(guesses)
+    k = len(distinct)
+    off = (centroids @ centroids.T).sum() - k
+    return {"hop": float(hop), "chunks": total, "captions": k, "caption": right / max(1, total), "chance": 1 / k,
+            **({"word": word_right / word_total, "word_chunks": word_total} if word_total else {}),
+            "centroid_cosine": float(off / (k * (k - 1))) if k > 1 else float("nan")}
+
+
+@torch.inference_mode()
 def fit_prompt_prior(control, waves: list[torch.Tensor], captions: list[str], *, temperature: float = 0.02,
                      hop: float | None = None, progress: bool = False):
     """The ``PromptPrior`` of ``control``: for each distinct caption, the mean audio embedding of its music, taken
@@ -172,13 +210,14 @@ def fit_prompt_prior(control, waves: list[torch.Tensor], captions: list[str], *,
         raise DataError("no captioned audio to fit the prompt prior on; give manifest items a \"text\" caption")
     if not temperature > 0:
         raise DataError(f"the prompt prior's temperature must be > 0, got {temperature}")
+    hop = float(CONTROL_HOP if hop is None else hop)
     distinct = sorted(set(captions))
     sums = torch.zeros(len(distinct), control.dim)
     for wave, caption in tqdm(list(zip(waves, captions)), desc="prompt prior", unit="item", disable=not progress):
-        chunks = control.embed_audio_chunks(wave, control.sample_rate, CONTROL_HOP if hop is None else hop)
+        chunks = control.embed_audio_chunks(wave, control.sample_rate, hop)
         sums[distinct.index(caption)] += chunks.float().cpu().mean(0)
     text = control.embed_text(distinct).float().cpu()
-    return PromptPrior(distinct, text, F.normalize(sums, dim=-1), float(temperature))
+    return PromptPrior(distinct, text, F.normalize(sums, dim=-1), float(temperature), hop)
 
 
 def with_control(pipeline, control, seed: int = 0):

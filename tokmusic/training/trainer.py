@@ -117,6 +117,18 @@ def _mixed_precision(setting: str) -> str | None:
     return None  # whatever accelerate launch / its config file says
 
 
+def hop_mismatch(prior_hop: float | None, entries: list[dict], data, pipeline) -> str | None:
+    """Why prompts would miss what a stage learns from ``data`` (None when they would not): its items' controls
+    embed the music in chunks of another length than the one ``pipeline``'s prompt prior was fitted at."""
+    data_hops = {e.get("control_hop") for e in entries} - {None}
+    if prior_hop is None or not data_hops - {prior_hop}:
+        return None
+    hops = "/".join(f"{h:g}" for h in sorted(data_hops))
+    return (f"{data} embeds the music in {hops} s chunks but {pipeline}'s prompt prior in {prior_hop:g} s ones, so "
+            "prompts will miss what the stage learns; fit the prior again with recipes/fit_control.py --steps 0 "
+            f"--control-hop {hops.split('/')[-1]}, as the data was preprocessed")
+
+
 def train(kind: str, argv: list[str] | None, default_card: Path) -> int:
     """Run (or resume) the training of stage ``kind``; the body of ``recipes/stageN.py``."""
     from accelerate import Accelerator
@@ -132,7 +144,8 @@ def train(kind: str, argv: list[str] | None, default_card: Path) -> int:
     dataset = StageDataset(shards, run.stage_cfg, run.crop_seconds, "train", tc.seed)
     held_out = (StageDataset(shards, run.stage_cfg, run.crop_seconds, "valid", tc.seed)
                 if tc.eval_every and shards.entries("valid") else None)
-    del pipeline  # only its shape was needed
+    prior_hop = getattr(getattr(pipeline.control, "prior", None), "hop", None)
+    del pipeline  # only its shape and its prompt prior's chunk length were needed
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -184,6 +197,9 @@ def train(kind: str, argv: list[str] | None, default_card: Path) -> int:
     if run.stage_cfg.control_dim and any("control_hop" not in e for e in dataset.entries):
         accelerator.print(f"{kind}: {args.data} was made before per-chunk control embeddings, so every crop gets "
                           "its whole track's control; preprocess the manifest again into a new data dir to fix")
+    mismatch = run.stage_cfg.control_dim and hop_mismatch(prior_hop, dataset.entries, args.data, args.pipeline)
+    if mismatch:
+        accelerator.print(f"{kind}: {mismatch}")
 
     if trackers and step < tc.max_steps:
         accelerator.init_trackers(f"tokmusic-{kind}", config={k: v for k, v in tc.to_dict().items()
