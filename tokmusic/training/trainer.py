@@ -126,7 +126,7 @@ def hop_mismatch(prior_hop: float | None, entries: list[dict], data, pipeline) -
     hops = "/".join(f"{h:g}" for h in sorted(data_hops))
     return (f"{data} embeds the music in {hops} s chunks but {pipeline}'s prompt prior in {prior_hop:g} s ones, so "
             "prompts will miss what the stage learns; fit the prior again with recipes/fit_control.py --steps 0 "
-            f"--control-hop {hops.split('/')[-1]}, as the data was preprocessed")
+            f"--control-hop {max(data_hops):g}, as the data was preprocessed")
 
 
 def train(kind: str, argv: list[str] | None, default_card: Path) -> int:
