@@ -9,7 +9,8 @@ A stage that reads a control is trained on its crop's music embedded in chunks o
 each caption's centroid is taken from the chunks of the manifest's first ``--items`` captioned "train" items,
 and every chunk of its captioned "valid" items is given the caption of the nearest centroid
 (``tokmusic.training.control_fit.chunk_accuracy``): the share given their own caption, against chance, and with
-``--words``, the share that keep their caption's word (a tempo word, say: does one chunk hear the tempo?).
+``--words``, the share that keep their caption's word (a tempo word, say: does one chunk hear the tempo?). The
+centroids are the prompt prior's at that chunk length. Unreadable items are skipped and listed.
 On the demo corpus (``recipes/build_demo.py --out build/demo``: ``build/demo/corpus/manifest.jsonl``, pipeline
 ``build/demo/pipeline``) the demo bundle's defaults are its answer.
 """
@@ -50,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if control is None:
         raise ConfigError(f"{args.pipeline or 'the default pipeline'} has no control to measure")
     items = read_manifest(args.manifest)
-    train = load_corpus([i for i in items if i.split == "train"][: args.items], control.sample_rate)[:2]
-    test = load_corpus([i for i in items if i.split == "valid"], control.sample_rate)[:2]
+    *train, failed = load_corpus([i for i in items if i.split == "train"][: args.items], control.sample_rate)
+    *test, failed_valid = load_corpus([i for i in items if i.split == "valid"], control.sample_rate)
+    failed += failed_valid
     if len(set(train[1])) < 2 or not test[0]:
         raise DataError(f"{args.manifest}: needs captioned 'train' items of two captions or more, and captioned "
                         "'valid' items")
@@ -59,11 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     for hop in args.hops:
         rows.append(chunk_accuracy(control, train, test, hop, tuple(args.words)))
     result = {"manifest": str(args.manifest), "pipeline": str(args.pipeline or "default"), "train_items": len(train[0]),
-              "valid_items": len(test[0]), "words": args.words, "rows": rows,
+              "valid_items": len(test[0]), "failed": failed, "words": args.words, "rows": rows,
               "seconds": round(time.perf_counter() - start, 1)}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
+    for f in failed:
+        print(f"skipped {args.manifest} line {f['line']} ({f['video']}): {f['reason']}")
     print(f"{result['train_items']} train / {result['valid_items']} valid captioned items, {rows[0]['captions']} "
           f"captions (chance {rows[0]['chance']:.0%}); words scored apart: {' '.join(args.words) or '-'}")
     print("| chunk | chunks | caption right | word right | centroid cosine |")

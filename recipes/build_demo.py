@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="build directory (re-running the same command resumes)")
     p.add_argument("--count", type=int, default=336, help="corpus clips")
     p.add_argument("--valid", type=int, default=32, help="held-out corpus clips")
+    p.add_argument("--renditions", type=int, default=1, help="paired renderings of each training chorale, each at "
+                   "its own tempo, instrument and photographs (recipes/demo_corpus.py; default %(default)s)")
     p.add_argument("--unpaired", type=int, default=40, help="extra training clips whose camera speed and colour "
                    "are drawn apart from the music (they teach text control; recipes/demo_corpus.py; default "
                    "%(default)s)")
@@ -126,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
     actions = {
         "corpus": lambda: recipe("demo_corpus")(["--out", str(out / "corpus"), "--count", str(args.count),
-                                                 "--valid", str(args.valid), "--unpaired", str(args.unpaired),
+                                                 "--valid", str(args.valid), "--renditions", str(args.renditions),
+                                                 "--unpaired", str(args.unpaired),
                                                  "--seed", str(args.seed)] + quiet),
         "base": lambda: base_pipeline(args.seed).save_pretrained(out / "base") or 0,
         "semantic": lambda: recipe("fit_semantic")([manifest, "--pipeline", str(out / "base"), "--out",

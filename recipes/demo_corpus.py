@@ -1,7 +1,7 @@
 """Render the demo world: Bach chorales played to photographs, with video-to-music correspondences that are known.
 
-    python recipes/demo_corpus.py --out DIR [--count 120] [--valid 16] [--unpaired 0] [--seed 0] [--max-seconds 30]
-                                  [--organ-release 0.12]
+    python recipes/demo_corpus.py --out DIR [--count 120] [--valid 16] [--renditions 1] [--unpaired 0] [--seed 0]
+                                  [--max-seconds 30] [--organ-release 0.12]
 
 Needs the packages that hold the data (not tokmusic dependencies):
 
@@ -37,6 +37,12 @@ codec) loses the organ's rhythm and tempo; the short release before each note ma
 Captions come from the score: tempo word, instrument and mode, e.g. "a fast Bach chorale in a minor key played on
 church organ". The last ``--valid`` chorales are held out, and they are shown only with the held-out
 photographs ``VALID_IMAGES``, which no training clip uses.
+
+**More renditions** (``--renditions R``, training only): every training chorale is rendered R times, each
+rendition a paired clip of its own (tempo, instrument, photographs and breaths drawn afresh; rendition r >= 2 of
+clip i draws from the seed and index ``r * RENDITION_INDEX + i`` and is named ``clips/rNN-IIII.mp4``). With one
+rendition a stage can recall a training clip's tempo from its chorale and photographs; with several, the same
+chorale comes at several tempi and only the camera tells which.
 
 **Unpaired clips** (``--unpaired N``, training only): N more renderings of the first N training chorales, each at
 a fresh tempo and instrument, whose camera speed and colour grade are drawn on their own instead of from the
@@ -80,6 +86,7 @@ TRAIN_IMAGES = ("astronaut", "brick", "camera", "chelsea", "coins", "grass", "hu
                 "immunohistochemistry", "retina", "colorwheel", "cell", "clock", "logo", "shepp_logan_phantom")
 VALID_IMAGES = ("coffee", "horse", "moon", "rocket", "gravel")
 UNPAIRED_INDEX = 100_000  # unpaired clip j draws from the seed and index UNPAIRED_INDEX + j
+RENDITION_INDEX = 100_000  # rendition r >= 2 of training clip i draws from index r * RENDITION_INDEX + i
 
 
 def tempo_word(bpm: float) -> str:
@@ -304,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--count", type=int, default=120, help="clips (one chorale each)")
     p.add_argument("--valid", type=int, default=16, help="held-out clips: the last chorales, held-out photographs")
+    p.add_argument("--renditions", type=int, default=1,
+                   help="paired renderings of each training chorale, each at its own tempo, instrument and photographs")
     p.add_argument("--unpaired", type=int, default=0,
                    help="extra training clips whose camera speed and colour are drawn apart from the music")
     p.add_argument("--seed", type=int, default=0)
@@ -317,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.count < 2 or not 0 < args.valid < args.count:
         p.error(f"need --count >= 2 and 0 < --valid < --count, got {args.count} and {args.valid}")
+    if not 1 <= args.renditions <= 9 or args.count >= UNPAIRED_INDEX:
+        p.error(f"need 1 <= --renditions <= 9 and --count < {UNPAIRED_INDEX}, got {args.renditions} and {args.count}")
     if not 0 <= args.unpaired <= args.count - args.valid:
         p.error(f"need 0 <= --unpaired <= the training clips ({args.count - args.valid}), got {args.unpaired}")
     if args.max_seconds < 5 or args.size < 32 or args.fps < 1:
@@ -362,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         os.replace(tmp, truth_path)
         return True
 
-    bar = tqdm(total=len(plan) + args.unpaired, desc="clips", unit="clip", disable=args.quiet)
+    extra = (args.renditions - 1) * (args.count - args.valid)
+    bar = tqdm(total=len(plan) + extra + args.unpaired, desc="clips", unit="clip", disable=args.quiet)
     for index, split in plan:
         name = f"clips/{index:04d}.mp4"
         source = train_paths if split == "train" else valid_paths
@@ -379,6 +391,12 @@ def main(argv: list[str] | None = None) -> int:
         if split == "train":
             train_chorales.append(chorale)
         bar.update()
+    for r in range(2, args.renditions + 1):
+        for i, chorale in enumerate(train_chorales):  # each rendered before, so usable
+            name = f"clips/r{r:02d}-{i:04d}.mp4"
+            keep(name, r * RENDITION_INDEX + i, chorale, "train")
+            chosen.append(name)
+            bar.update()
     for j, chorale in enumerate(train_chorales[: args.unpaired]):
         name = f"clips/unpaired-{j:04d}.mp4"
         keep(name, UNPAIRED_INDEX + j, chorale, "train", unpaired=True)  # the chorale rendered before, so usable
@@ -389,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
               **({"keep_control": True} if truth[name].get("unpaired") else {})} for name in sorted(chosen)]
     (out / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     seconds = sum(truth[line["video"]]["duration"] for line in lines)
-    print(f"wrote {len(lines)} clips ({args.valid} held out, {args.unpaired} unpaired, {seconds / 60:.1f} min of "
+    print(f"wrote {len(lines)} clips ({args.valid} held out, {args.renditions} rendition(s) of each training chorale, "
+          f"{args.unpaired} unpaired, {seconds / 60:.1f} min of "
           f"music) and {out / 'manifest.jsonl'}; ground truth in {truth_path}")
     return 0
 

@@ -1,6 +1,8 @@
 """recipes/demo_corpus.py: the demo world's clips carry the correspondences its ground truth claims."""
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -150,6 +152,34 @@ def test_same_arguments_same_clip_and_rerun_keeps_files(corpus, tmp_path):
     assert dc.main(["--out", str(corpus)] + ARGS) == 0
     assert (corpus / "clips/0000.mp4").stat().st_mtime_ns == mtime
     assert (corpus / "clips/unpaired-0000.mp4").stat().st_mtime_ns == free
+
+
+def test_renditions_render_each_training_chorale_again_paired_at_a_fresh_tempo(corpus, tmp_path):
+    dc = demo_corpus()
+    out = tmp_path / "more"
+    shutil.copytree(corpus, out, copy_function=os.link)  # clips already rendered are kept, not redrawn
+    mtime = (out / "clips/0001.mp4").stat().st_mtime_ns
+    assert dc.main(["--out", str(out), "--renditions", "2"] + ARGS) == 0
+    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    truth = json.loads((out / "truth.json").read_text())["clips"]
+    assert [line["video"] for line in lines] == ["clips/0000.mp4", "clips/0001.mp4", "clips/0002.mp4",
+                                                  "clips/r02-0000.mp4", "clips/r02-0001.mp4",
+                                                  "clips/unpaired-0000.mp4"]
+    assert (out / "clips/0001.mp4").stat().st_mtime_ns == mtime
+    for i in range(2):
+        first, again = truth[f"clips/{i:04d}.mp4"], truth[f"clips/r02-{i:04d}.mp4"]
+        assert again["chorale"] == first["chorale"] and again["split"] == "train" and "unpaired" not in again
+        assert abs(again["tempo"] - first["tempo"]) > 1.0  # drawn afresh, and the camera follows it
+        assert again["pan_pixels_per_second"] == pytest.approx(again["tempo"] / 60 * dc.PAN_PIXELS_PER_BEAT, abs=1e-3)
+        assert set(again["photographs"]) <= set(dc.TRAIN_IMAGES)
+    assert not any(line.get("keep_control") for line in lines if "/r02-" in line["video"])
+
+
+def test_renditions_count_is_checked(tmp_path):
+    for bad in ("0", "10"):
+        with pytest.raises(ConfigError, match="--renditions"):
+            demo_corpus().main(["--out", str(tmp_path), "--count", "3", "--valid", "1", "--renditions", bad])
+    assert not (tmp_path / "manifest.jsonl").exists()
 
 
 def test_unpaired_count_is_checked(tmp_path):

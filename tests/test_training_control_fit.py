@@ -245,6 +245,16 @@ def test_chunk_accuracy_counts_captions_and_words():
     assert got["chunks"] == 4 and got["caption"] == 3 / 4 and "word" not in got
 
 
+def test_caption_centroids_count_every_item_once_however_long():
+    from tokmusic.training.control_fit import caption_centroids
+
+    one, three = torch.zeros(10), torch.ones(30)  # one chunk labelled 0; three chunks labelled 1
+    distinct, centroids = caption_centroids(LabelControl(), [three, one, one + 2], ["b", "b", "a"], hop=1.0)
+    assert distinct == ["a", "b"]
+    half = 2 ** -0.5  # the two items of "b" weigh the same, not three chunks to one
+    assert torch.allclose(centroids, torch.tensor([[0.0, 0.0, 1.0, 0.0], [half, half, 0.0, 0.0]]))
+
+
 def test_control_hop_benchmark_prints_one_row_per_chunk_length(tmp_path, capsys):
     from scripts import load_script
 
@@ -255,10 +265,17 @@ def test_control_hop_benchmark_prints_one_row_per_chunk_length(tmp_path, capsys)
     assert fit([str(tmp_path / "m.jsonl"), "--pipeline", str(tmp_path / "pipe"), "--out", str(tmp_path / "p"),
                 "--steps", "2", "--batch-size", "4", "--crop-seconds", "2", "--sample-rate", str(SR), "--quiet"]) == 0
     capsys.readouterr()
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")  # a held-out item that cannot be read: skipped and listed
+    with open(tmp_path / "m.jsonl", "a") as f:
+        f.write(json.dumps({"video": "bad.mp4", "text": "a slow piece", "split": "valid"}) + "\n")
     assert bench.main([str(tmp_path / "m.jsonl"), "--pipeline", str(tmp_path / "p"), "--hops", "0.5", "2",
                        "--words", "slow", "fast", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert [r["hop"] for r in result["rows"]] == [0.5, 2.0] and result["valid_items"] == 2
+    assert [f["video"].endswith("bad.mp4") for f in result["failed"]] == [True]
+    assert bench.main([str(tmp_path / "m.jsonl"), "--pipeline", str(tmp_path / "p"), "--hops", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "skipped" in table and "line 7 (" in table and "bad.mp4" in table
     assert [r["chunks"] for r in result["rows"]] == [12, 4]  # two 3 s items: 6 and 2 chunks each
     assert all(0 <= r["caption"] <= 1 and r["chance"] == 0.5 and r["word_chunks"] == r["chunks"]
                for r in result["rows"])

@@ -166,25 +166,19 @@ def chunk_accuracy(control, train: tuple[list[torch.Tensor], list[str]], test: t
     """How much of its caption one ``hop``-second chunk of music tells: the chunk length a stage's controls (and
     the prompt prior) should use.
 
-    Each caption's centroid is the mean of its ``train`` (waves, captions) music's chunk embeddings; each chunk of
-    ``test`` music is assigned the caption of the nearest centroid. caption: share of test chunks given their own
+    Each caption's centroid is the prompt prior's (``caption_centroids`` of the ``train`` (waves, captions)); each
+    chunk of ``test`` music is assigned the caption of the nearest centroid. caption: share of test chunks given their own
     caption (chance: 1 / the captions); with ``words`` (e.g. the tempo words), also word: share of the test chunks
     whose caption holds one of them that are given a caption with the same one; centroid_cosine: the mean cosine
     between distinct captions' centroids (lower: the chunks keep the captions further apart).
     """
-    def chunks(waves):
-        return [control.embed_audio_chunks(w, control.sample_rate, hop).float().cpu() for w in waves]
-
     def word_of(caption):
         return next((w for w in words if w in caption.split()), None)
 
-    distinct = sorted(set(train[1]))
-    sums = torch.zeros(len(distinct), control.dim)
-    for emb, caption in zip(chunks(train[0]), train[1]):
-        sums[distinct.index(caption)] += emb.sum(0)
-    centroids = F.normalize(sums, dim=-1)  # [K, D]
+    distinct, centroids = caption_centroids(control, *train, hop)  # centroids [K, D]
     right = total = word_right = word_total = 0
-    for emb, caption in zip(chunks(test[0]), test[1]):  # emb: [chunks, D]
+    for wave, caption in zip(*test):
+        emb = control.embed_audio_chunks(wave, control.sample_rate, hop).float().cpu()  # [chunks, D]
         guesses = [distinct[k] for k in (emb @ centroids.T).argmax(1).tolist()]
         right += sum(g == caption for g in guesses)
         total += len(guesses)
@@ -211,13 +205,23 @@ def fit_prompt_prior(control, waves: list[torch.Tensor], captions: list[str], *,
     if not temperature > 0:
         raise DataError(f"the prompt prior's temperature must be > 0, got {temperature}")
     hop = float(CONTROL_HOP if hop is None else hop)
+    distinct, audio = caption_centroids(control, waves, captions, hop, progress=progress)
+    text = control.embed_text(distinct).float().cpu()
+    return PromptPrior(distinct, text, audio, float(temperature), hop)
+
+
+@torch.inference_mode()
+def caption_centroids(control, waves: list[torch.Tensor], captions: list[str], hop: float, *,
+                      progress: bool = False) -> tuple[list[str], torch.Tensor]:
+    """(the distinct captions, sorted; float32 ``[K, D]``): where each caption's music lies in ``control``'s audio
+    space. Each item's music is embedded in ``hop``-second chunks and their mean taken; a caption's centroid is
+    the L2-normalised sum of its items' means, so every item counts once, however long."""
     distinct = sorted(set(captions))
     sums = torch.zeros(len(distinct), control.dim)
     for wave, caption in tqdm(list(zip(waves, captions)), desc="prompt prior", unit="item", disable=not progress):
         chunks = control.embed_audio_chunks(wave, control.sample_rate, hop)
         sums[distinct.index(caption)] += chunks.float().cpu().mean(0)
-    text = control.embed_text(distinct).float().cpu()
-    return PromptPrior(distinct, text, F.normalize(sums, dim=-1), float(temperature), hop)
+    return distinct, F.normalize(sums, dim=-1)
 
 
 def with_control(pipeline, control, seed: int = 0):
