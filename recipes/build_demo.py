@@ -6,7 +6,7 @@ One command, in order (each step is skipped when a re-run finds it done; the tra
 checkpoints, so an interrupted build continues where it stopped):
 
   1. corpus     recipes/demo_corpus.py: Bach chorales rendered with a General MIDI soundfont, paired with
-                photographs under camera motion and cuts, and --unpaired (40) more training clips whose camera
+                photographs under camera motion and cuts, and --unpaired (120) more training clips whose camera
                 and colour are drawn apart from their music, which teach text control (BUILD/corpus)
   2. base       a fresh pipeline: EfficientNet-Lite0 (ImageNet weights from its package) + motion features
                 with the camera's speed at FPS frames/s, an untrained EnCodec-architecture codec, a spectral
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--valid", type=int, default=32, help="held-out corpus clips")
     p.add_argument("--renditions", type=int, default=1, help="paired renderings of each training chorale, each at "
                    "its own tempo, instrument and photographs (recipes/demo_corpus.py; default %(default)s)")
-    p.add_argument("--unpaired", type=int, default=40, help="extra training clips whose camera speed and colour "
+    p.add_argument("--unpaired", type=int, default=120, help="extra training clips whose camera speed and colour "
                    "are drawn apart from the music (they teach text control; recipes/demo_corpus.py; default "
                    "%(default)s)")
     p.add_argument("--codec-steps", type=int, default=6000)

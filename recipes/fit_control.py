@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tokmusic.sentence_control import PRIOR_TEMPERATURE
 from tokmusic.training.cli import RecipeParser, run
 from tokmusic.training.preprocess import CONTROL_HOP
 
@@ -30,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pipeline", required=True, help="pipeline whose control is trained (or replaced)")
     p.add_argument("--out", required=True, help="where to write the pipeline with the trained control")
     p.add_argument("--steps", type=int, default=1000, help="optimisation steps (0: keep the tower, fit the prior)")
-    p.add_argument("--prior-temperature", type=float, default=0.02,
-                   help="softmax temperature of the prompt prior over caption similarities (default 0.02)")
+    p.add_argument("--prior-temperature", type=float, default=PRIOR_TEMPERATURE,
+                   help="softmax temperature of the prompt prior over caption similarities (default %(default)s)")
     p.add_argument("--control-hop", type=float, default=CONTROL_HOP,
                    help="seconds of music per embedding the prior averages: the --control-hop the data is "
                         f"preprocessed with (default {CONTROL_HOP:g}, as there)")

