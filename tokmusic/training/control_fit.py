@@ -167,10 +167,10 @@ def chunk_accuracy(control, train: tuple[list[torch.Tensor], list[str]], test: t
     the prompt prior) should use.
 
     Each caption's centroid is the prompt prior's (``caption_centroids`` of the ``train`` (waves, captions)); each
-    chunk of ``test`` music is assigned the caption of the nearest centroid. caption: share of test chunks given their own
-    caption (chance: 1 / the captions); with ``words`` (e.g. the tempo words), also word: share of the test chunks
-    whose caption holds one of them that are given a caption with the same one; centroid_cosine: the mean cosine
-    between distinct captions' centroids (lower: the chunks keep the captions further apart).
+    chunk of ``test`` music is assigned the caption of the nearest centroid. caption: share of test chunks given
+    their own caption (chance: 1 / the captions); with ``words`` (e.g. the tempo words), also word: share of the
+    test chunks whose caption holds one of them that are given a caption with the same one; centroid_cosine: the
+    mean cosine between distinct captions' centroids (lower: the chunks keep the captions further apart).
     """
     def word_of(caption):
         return next((w for w in words if w in caption.split()), None)
