@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import DataError
+from ..sentence_control import PRIOR_TEMPERATURE, PromptPrior
 from .manifest import ManifestItem
+from .preprocess import CONTROL_HOP
 
 
 def load_corpus(items: list[ManifestItem], sample_rate: int, *, progress: bool = False
@@ -193,15 +195,10 @@ def chunk_accuracy(control, train: tuple[list[torch.Tensor], list[str]], test: t
 
 
 @torch.inference_mode()
-def fit_prompt_prior(control, waves: list[torch.Tensor], captions: list[str], *, temperature: float | None = None,
-                     hop: float | None = None, progress: bool = False):
+def fit_prompt_prior(control, waves: list[torch.Tensor], captions: list[str], *,
+                     temperature: float = PRIOR_TEMPERATURE, hop: float | None = None, progress: bool = False):
     """The ``PromptPrior`` of ``control``: for each distinct caption, the mean audio embedding of its music, taken
-    in ``hop``-second chunks as preprocessing takes the training controls (default: preprocess's CONTROL_HOP), at
-    ``temperature`` (default: PRIOR_TEMPERATURE)."""
-    from ..sentence_control import PRIOR_TEMPERATURE, PromptPrior
-    from .preprocess import CONTROL_HOP
-
-    temperature = PRIOR_TEMPERATURE if temperature is None else temperature
+    in ``hop``-second chunks as preprocessing takes the training controls (default: preprocess's CONTROL_HOP)."""
     if not waves:
         raise DataError("no captioned audio to fit the prompt prior on; give manifest items a \"text\" caption")
     if not temperature > 0:
