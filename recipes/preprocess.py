@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(this run on process 0: {report.done} done, {report.skipped} already there)")
         for failure in index["failed"]:
             print(f"  line {failure['line']}: {failure['video']}: {failure['reason']}")
-        tried = {item.key for item in items} - before
+        tried = {item.key for item in items if item.key not in before and item.absolute_key not in before}
         failed = [f for f in index["failed"] if f["key"] in tried]
         if tried and len(failed) == len(tried):
             first = failed[0]

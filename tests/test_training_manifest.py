@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 
@@ -25,6 +26,20 @@ def test_reads_items_with_defaults_and_relative_paths(tmp_path):
     assert not items[0].keep_control and not items[1].keep_control
     assert items[0].key != items[1].key and len(items[0].key) == 16
     assert read_manifest(m)[0].key == items[0].key  # stable
+
+
+def test_a_corpus_moved_whole_keeps_its_keys(tmp_path):
+    """Keys name files relative to the manifest, so a copied corpus is not preprocessed again."""
+    here = tmp_path / "here" / "corpus"
+    (here / "clips").mkdir(parents=True)
+    (here / "clips" / "a.mp4").write_bytes(b"x")
+    (here / "m.wav").write_bytes(b"x")
+    write(here / "m.jsonl", [json.dumps({"video": "clips/a.mp4", "audio": "m.wav"})])
+    there = tmp_path / "there" / "corpus"
+    shutil.copytree(here, there)
+    before, after = read_manifest(here / "m.jsonl")[0], read_manifest(there / "m.jsonl")[0]
+    assert after.video != before.video and after.key == before.key
+    assert after.absolute_key != before.absolute_key  # the old, path-bound key differs
 
 
 @pytest.mark.parametrize("line, message", [

@@ -89,6 +89,19 @@ def test_anything_else_stops_the_run_after_flushing(tmp_path, monkeypatch, bug):
     assert finished_keys(data) == {it.key for it in items(2)}
 
 
+def test_items_finished_under_their_absolute_key_are_not_redone(tmp_path, monkeypatch):
+    """A data dir written when keys were the absolute paths' digest resumes without redoing its items."""
+    monkeypatch.setattr(prep, "prepare_item", fake_prepare())
+    old = [ManifestItem(i + 1, tmp_path / f"v{i}.mp4", None, None, "train") for i in range(3)]
+    data = open_data_dir(tmp_path / "data", {})
+    prep.preprocess(None, old[:1], data, shard_size=10, progress=False)
+    now = [ManifestItem(i + 1, tmp_path / f"v{i}.mp4", None, None, "train", root=tmp_path) for i in range(3)]
+    assert now[0].key != old[0].key and now[0].absolute_key == old[0].key
+    report = prep.preprocess(None, now, data, shard_size=10, progress=False)
+    assert report.skipped == 1 and report.done == 1 and len(report.failed) == 1  # line 2 is the bad one
+    assert [e["line"] for e in build_index(data)["items"]] == [1, 3]
+
+
 def test_a_bad_hop_fails_before_any_item(tmp_path, monkeypatch):
     monkeypatch.setattr(prep, "prepare_item", fake_prepare())
     data = open_data_dir(tmp_path / "data", {})

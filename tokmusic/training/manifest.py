@@ -25,7 +25,11 @@ SPLITS = ("train", "valid")
 
 @dataclass(frozen=True)
 class ManifestItem:
-    """One video–music pair; ``key`` is a stable id (from the resolved paths) used for shards and resuming."""
+    """One video–music pair; ``key`` is a stable id used for shards and resuming.
+
+    ``root`` is the manifest's folder. The key comes from the paths relative to it, so a corpus copied or moved
+    whole (its manifest and files together) keeps its keys and is not preprocessed again.
+    """
 
     line: int
     video: Path
@@ -33,11 +37,20 @@ class ManifestItem:
     text: str | None
     split: str
     keep_control: bool = False
+    root: Path | None = None
 
     @property
     def key(self) -> str:
-        name = f"{self.video}\0{self.audio or ''}"
-        return hashlib.sha1(name.encode()).hexdigest()[:16]
+        if self.root is None:
+            return self.absolute_key
+        video = Path(os.path.relpath(self.video, self.root)).as_posix()
+        audio = Path(os.path.relpath(self.audio, self.root)).as_posix() if self.audio else ""
+        return _digest(video, audio)
+
+    @property
+    def absolute_key(self) -> str:
+        """The key from the resolved paths: what data dirs written before keys were relative hold."""
+        return _digest(str(self.video), str(self.audio or ""))
 
     @property
     def music_path(self) -> Path:
@@ -51,6 +64,7 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[
     if not path.is_file():
         raise DataError(f"{path}: manifest not found; pass a JSONL file with one {{\"video\": ...}} per line")
     base = path.parent
+    root = base.resolve()
     items: list[ManifestItem] = []
     seen: dict[str, int] = {}
     for number, raw in enumerate(path.read_text().splitlines(), start=1):
@@ -84,7 +98,7 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[
             for key, file in (("video", video), ("audio", audio)):
                 if file is not None and not file.exists():
                     raise DataError(f"{where}: {key} file {file} does not exist; fix the path or remove the line")
-        item = ManifestItem(number, video, audio, entry.get("text"), split, keep_control)
+        item = ManifestItem(number, video, audio, entry.get("text"), split, keep_control, root)
         if item.key in seen:
             raise DataError(f"{where}: the same video/audio pair as line {seen[item.key]}; remove the duplicate")
         seen[item.key] = number
@@ -92,6 +106,10 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> list[
     if not items:
         raise DataError(f"{path}: manifest is empty; add one JSON object per line")
     return items
+
+
+def _digest(video: str, audio: str) -> str:
+    return hashlib.sha1(f"{video}\0{audio}".encode()).hexdigest()[:16]
 
 
 def _resolve(base: Path, name: str) -> Path:

@@ -94,7 +94,7 @@ def preprocess(pipeline, items: list[ManifestItem], data_dir: Path, *, rank: int
     report = PreprocessReport()
     finished = finished_keys(data_dir)
     mine = items[rank::world]
-    todo = [it for it in mine if it.key not in finished]
+    todo = [it for it in mine if it.key not in finished and it.absolute_key not in finished]
     report.skipped = len(mine) - len(todo)
     writer = ShardWriter(data_dir, shard_size, prefix=f"r{rank}-{os.getpid()}")
     bar = tqdm(total=len(todo), desc="preprocess", unit="item", disable=not progress or not todo)
