@@ -60,3 +60,19 @@ def test_bundle_loads_without_its_empty_folders(tmp_path):
     (copy / "codec" / "model.safetensors").unlink()  # a part that has files still needs them
     with pytest.raises(tokmusic.CheckpointError):
         tokmusic.Pipeline.from_pretrained(copy)
+
+
+@pytest.mark.parametrize("kind", ["semantic", "coarse", "fine"])
+def test_the_build_gives_the_bundles_model_and_sampling(kind):
+    """stages/<kind>-demo.json is what recipes/build_demo.py trains: each setting it names is the bundle's."""
+    from pathlib import Path
+
+    card = json.loads((Path(__file__).parents[1] / "stages" / f"{kind}-demo.json").read_text())["model"]
+    shipped = json.loads((BUNDLE / kind / "config.json").read_text())["tokmusic_stage"]
+    for name, value in card.items():
+        if name in ("use_visual", "use_control"):  # the card's switches; the config holds what they decide
+            continue
+        if isinstance(value, dict):  # the card names some fields of a nested block (lst)
+            assert {k: shipped[name][k] for k in value} == value, name
+        else:
+            assert shipped[name] == value, name

@@ -35,9 +35,9 @@ def default_pipeline() -> Pipeline:
 
     It is the demo bundle (``tokmusic/pretrained/demo``): a whole pipeline trained on the demo world of
     ``recipes/demo_corpus.py`` by ``recipes/build_demo.py``, where the camera's motion sets a Bach chorale's
-    tempo, cuts start phrases and the colour grade picks piano or organ. Of these it has learned the instrument
-    so far (README, "The demo bundle"); for music of the real world, pass a pipeline trained on real music. If
-    the bundle is missing, this is ``tokmusic.testing.tiny_pipeline()`` with a warning.
+    tempo, cuts start phrases and the colour grade picks piano or organ. It follows all three on held-out clips
+    (README, "The demo bundle", has the figures); for music of the real world, pass a pipeline trained on real
+    music. If the bundle is missing, this is ``tokmusic.testing.tiny_pipeline()`` with a warning.
     """
     global _DEFAULT
     if _DEFAULT is None:
