@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tokmusic.control import tiny_control
-from tokmusic.errors import ConfigError, VideoError
+from tokmusic.errors import ConfigError, DataError, VideoError
 from tokmusic.training import preprocess as prep
 from tokmusic.training.manifest import ManifestItem
 from tokmusic.training.shards import build_index, finished_keys, open_data_dir
@@ -100,6 +100,28 @@ def test_items_finished_under_their_absolute_key_are_not_redone(tmp_path, monkey
     report = prep.preprocess(None, now, data, shard_size=10, progress=False)
     assert report.skipped == 1 and report.done == 1 and len(report.failed) == 1  # line 2 is the bad one
     assert [e["line"] for e in build_index(data)["items"]] == [1, 3]
+
+
+def test_another_corpus_with_the_same_file_names_is_refused(tmp_path, monkeypatch):
+    """Keys are relative to the manifest: a second corpus named alike must not pass for the first one's items."""
+
+    def prepare(pipeline, item, **kw):
+        info = {"key": item.key, "line": item.line, "video": str(item.video), "split": "train", "duration": 1.0,
+                "video_bytes": item.video.stat().st_size}
+        return info, {"codes": torch.zeros(2, 50, dtype=torch.int16)}
+
+    monkeypatch.setattr(prep, "prepare_item", prepare)
+    corpora = []
+    for name, content in (("one", b"x"), ("two", b"yy")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.mp4").write_bytes(content)
+        corpora.append([ManifestItem(1, tmp_path / name / "a.mp4", None, None, "train", root=tmp_path / name)])
+    data = open_data_dir(tmp_path / "data", {})
+    prep.preprocess(None, corpora[0], data, shard_size=10, progress=False)
+    assert prep.preprocess(None, corpora[0], data, shard_size=10, progress=False).skipped == 1  # a re-run
+    with pytest.raises(DataError, match="new --out"):
+        prep.preprocess(None, corpora[1], data, shard_size=10, progress=False)
+    assert len(build_index(data)["items"]) == 1
 
 
 def test_a_bad_hop_fails_before_any_item(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .manifest import ManifestItem
-from .shards import ShardWriter, finished_keys
+from .shards import ShardWriter, finished_items
 from ..errors import ConfigError, DataError, TokmusicError
 
 # Seconds of music per control embedding: a training crop is conditioned on the chunks it overlaps.
@@ -62,7 +62,8 @@ def prepare_item(pipeline, item: ManifestItem, *, min_seconds: float = 1.0,
             tensors["semantic"] = pipeline.semantic_tokenizer.tokenize(mono, codec.sample_rate).to(torch.int32)
         if pipeline.control is not None:
             tensors["control"] = pipeline.control.embed_audio_chunks(mono, codec.sample_rate, control_hop).float()
-    meta = {"key": item.key, "line": item.line, "video": str(item.video), "split": item.split,
+    meta = {"key": item.key, "line": item.line, "video": str(item.video), "video_bytes": item.video.stat().st_size,
+            "split": item.split,
             "text": item.text, "duration": round(duration, 6), "frames": int(tensors["visual"].shape[0]),
             "codec_frames": int(codes.shape[-1])}
     if "control" in tensors:
@@ -92,9 +93,17 @@ def preprocess(pipeline, items: list[ManifestItem], data_dir: Path, *, rank: int
     if isinstance(control_hop, bool) or not isinstance(control_hop, (int, float)) or not 0 < control_hop < math.inf:
         raise ConfigError(f"control_hop must be a number of seconds > 0, got {control_hop!r}")
     report = PreprocessReport()
-    finished = finished_keys(data_dir)
+    finished = finished_items(data_dir)
     mine = items[rank::world]
-    todo = [it for it in mine if it.key not in finished and it.absolute_key not in finished]
+    todo = []
+    for item in mine:
+        done = finished.get(item.key) or finished.get(item.absolute_key)
+        if done is None:
+            todo.append(item)
+        elif "video_bytes" in done and done["video_bytes"] != item.video.stat().st_size:
+            raise DataError(f"{data_dir} already holds an item with the key of line {item.line} ({item.video}) but "
+                            f"from another file ({done['video']}): another corpus with the same file names was "
+                            "prepared into it. Preprocess this manifest into a new --out")
     report.skipped = len(mine) - len(todo)
     writer = ShardWriter(data_dir, shard_size, prefix=f"r{rank}-{os.getpid()}")
     bar = tqdm(total=len(todo), desc="preprocess", unit="item", disable=not progress or not todo)

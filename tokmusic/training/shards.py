@@ -110,12 +110,17 @@ def open_data_dir(data_dir: str | os.PathLike, meta: dict) -> Path:
 
 def finished_keys(data_dir: Path) -> set[str]:
     """Keys of items already done (written or failed) in committed shards."""
-    keys: set[str] = set()
+    return set(finished_items(data_dir))
+
+
+def finished_items(data_dir: Path) -> dict[str, dict]:
+    """The entries of items already done (written or failed) in committed shards, by key."""
+    entries: dict[str, dict] = {}
     for sidecar in sorted((data_dir / "shards").glob("*.json")):
         info = read_json(sidecar, "shard index")
-        keys.update(e["key"] for e in info.get("items", []))
-        keys.update(e["key"] for e in info.get("failed", []))
-    return keys
+        for entry in info.get("items", []) + info.get("failed", []):
+            entries.setdefault(entry["key"], entry)
+    return entries
 
 
 class ShardWriter:
