@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from tokmusic.pipeline import Pipeline
     from tokmusic.training.manifest import read_manifest
     from tokmusic.training.preprocess import preprocess
-    from tokmusic.training.shards import build_index, finished_keys, open_data_dir, pipeline_meta
+    from tokmusic.training.shards import build_index, finished_items, open_data_dir, pipeline_meta
 
     state = PartialState(cpu=distributed_cpu())
     items = read_manifest(args.manifest)  # every process checks: a bad line stops all before any work
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         open_data_dir(out, pipeline_meta(pipeline))
         if args.retry_failed:
             _drop_failures(out)
-        before = finished_keys(out)  # what this run leaves alone; the rest it tries
+        before = finished_items(out)  # what this run leaves alone; the rest it tries
     state.wait_for_everyone()
     open_data_dir(out, pipeline_meta(pipeline))
     report = preprocess(pipeline, items, out, rank=state.process_index, world=state.num_processes,
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(this run on process 0: {report.done} done, {report.skipped} already there)")
         for failure in index["failed"]:
             print(f"  line {failure['line']}: {failure['video']}: {failure['reason']}")
-        tried = {item.key for item in items if item.key not in before and item.absolute_key not in before}
+        tried = {item.key for item in items if item.finished_entry(before) is None}
         failed = [f for f in index["failed"] if f["key"] in tried]
         if tried and len(failed) == len(tried):
             first = failed[0]

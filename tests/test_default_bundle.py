@@ -1,6 +1,7 @@
 """The default pipeline: the demo bundle in tokmusic/pretrained/demo, loaded once and lazily."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,8 +66,6 @@ def test_bundle_loads_without_its_empty_folders(tmp_path):
 @pytest.mark.parametrize("kind", ["semantic", "coarse", "fine"])
 def test_the_build_gives_the_bundles_model_and_sampling(kind):
     """stages/<kind>-demo.json is what recipes/build_demo.py trains: each setting it names is the bundle's."""
-    from pathlib import Path
-
     card = json.loads((Path(__file__).parents[1] / "stages" / f"{kind}-demo.json").read_text())["model"]
     shipped = json.loads((BUNDLE / kind / "config.json").read_text())["tokmusic_stage"]
     for name, value in card.items():

@@ -9,7 +9,7 @@ from tokmusic.windows import token_window, visual_window
 from tokmusic.stage import Conditioning, Stage
 from tokmusic.training.config import TrainConfig
 from tokmusic.training.dataset import StageDataset, StepSampler, collate
-from tokmusic.training.shards import ShardWriter, TokenShards, build_index, finished_keys, open_data_dir
+from tokmusic.training.shards import ShardWriter, TokenShards, build_index, finished_items, open_data_dir
 
 SHAPE = PipelineShape(visual_dim=6, control_dim=4, codebook_size=16, n_coarse=2, n_fine=2, frame_rate=50.0,
                       semantic_vocab=8, semantic_rate=25.0)
@@ -48,11 +48,11 @@ def config(kind, **model):
     return stage_config({"kind": kind, "model": {**TINY, **model}}, SHAPE)
 
 
-def test_index_and_finished_keys(data_dir):
+def test_index_and_finished_items(data_dir):
     shards = TokenShards(data_dir, META)
     assert [e["key"] for e in shards.entries("train")] == ["k0", "k1", "k2"]
     assert shards.index["failed"][0]["reason"] == "VideoError: corrupt"
-    assert finished_keys(data_dir) == {"k0", "k1", "k2", "bad"}
+    assert set(finished_items(data_dir)) == {"k0", "k1", "k2", "bad"}
     loaded = shards.load(shards.entries()[2])
     assert loaded["codes"].dtype == torch.long and loaded["codes"].shape == (4, 300)
     assert loaded["visual"].dtype == torch.float32

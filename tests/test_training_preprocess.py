@@ -9,7 +9,7 @@ from tokmusic.control import tiny_control
 from tokmusic.errors import ConfigError, DataError, VideoError
 from tokmusic.training import preprocess as prep
 from tokmusic.training.manifest import ManifestItem
-from tokmusic.training.shards import build_index, finished_keys, open_data_dir
+from tokmusic.training.shards import build_index, finished_items, open_data_dir
 
 SR = 48_000  # the tiny CLAP's rate (no resampling) and 2 s windows
 
@@ -86,7 +86,7 @@ def test_anything_else_stops_the_run_after_flushing(tmp_path, monkeypatch, bug):
         prep.preprocess(None, items(4), data, shard_size=10, progress=False)
     index = build_index(data)  # line 1 (done) and line 2 (bad) were written; lines 3 and 4 are left for a re-run
     assert [e["line"] for e in index["items"]] == [1] and [f["line"] for f in index["failed"]] == [2]
-    assert finished_keys(data) == {it.key for it in items(2)}
+    assert set(finished_items(data)) == {it.key for it in items(2)}
 
 
 def test_items_finished_under_their_absolute_key_are_not_redone(tmp_path, monkeypatch):
@@ -129,5 +129,5 @@ def test_a_bad_hop_fails_before_any_item(tmp_path, monkeypatch):
     data = open_data_dir(tmp_path / "data", {})
     with pytest.raises(ConfigError, match="control_hop"):
         prep.preprocess(None, items(2), data, progress=False, control_hop=0.0)
-    assert finished_keys(data) == set()
+    assert finished_items(data) == {}
 

@@ -52,6 +52,10 @@ class ManifestItem:
         """The key from the resolved paths: what data dirs written before keys were relative hold."""
         return _digest(str(self.video), str(self.audio or ""))
 
+    def finished_entry(self, finished: dict[str, dict]) -> dict | None:
+        """This item's entry among a data dir's finished ones (``shards.finished_items``), under either key."""
+        return finished.get(self.key) or finished.get(self.absolute_key)
+
     @property
     def music_path(self) -> Path:
         """The file the music is read from: ``audio`` if given, else the video itself."""

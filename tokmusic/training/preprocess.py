@@ -97,7 +97,7 @@ def preprocess(pipeline, items: list[ManifestItem], data_dir: Path, *, rank: int
     mine = items[rank::world]
     todo = []
     for item in mine:
-        done = finished.get(item.key) or finished.get(item.absolute_key)
+        done = item.finished_entry(finished)
         if done is None:
             todo.append(item)
         elif "video_bytes" in done and done["video_bytes"] != item.video.stat().st_size:

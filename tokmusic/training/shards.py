@@ -108,11 +108,6 @@ def open_data_dir(data_dir: str | os.PathLike, meta: dict) -> Path:
     return data_dir
 
 
-def finished_keys(data_dir: Path) -> set[str]:
-    """Keys of items already done (written or failed) in committed shards."""
-    return set(finished_items(data_dir))
-
-
 def finished_items(data_dir: Path) -> dict[str, dict]:
     """The entries of items already done (written or failed) in committed shards, by key."""
     entries: dict[str, dict] = {}
