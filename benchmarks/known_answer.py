@@ -25,11 +25,12 @@ Measures:
     ``tokmusic.evaluation.reconstruction.chroma_agreement``) of the pipeline codec's reconstruction of the truth
     (and of the random pipeline's codec); ``--only codec`` measures just this;
 (b) tempo: Spearman correlation across clips between the tempo of the music (autocorrelation of the fine log-mel
-    onset envelope, ``tokmusic.evaluation.spectral.onset_strength``, folded by octaves into the corpus's tempo
-    range when it lies outside it, ``fold_tempo``) and the tempo the video implies (the rate of its pan's
-    surges), and the share of clips within 8 % of it, overall and per instrument (an organ's notes change pitch,
-    not loudness); ``--tempo-seeds K`` measures the Spearman of the pipeline (and of ``--against``) again with K - 1
-    more seed sets, as one draw of it moves with the sampling seed far more than the phrase F1 does;
+    onset envelope, ``tokmusic.evaluation.spectral.onset_strength``, under a prior centred at 110 BPM,
+    ``TEMPO_PRIOR``, folded by octaves into the corpus's tempo range when it lies outside it, ``fold_tempo``) and
+    the tempo the video implies (the rate of its pan's surges), and the share of clips within 8 % of it, overall
+    and per instrument (an organ's notes change pitch, not loudness); ``--tempo-seeds K`` measures the Spearman of
+    the pipeline (and of ``--against``) again with K - 1 more seed sets, as one draw of it moves with the sampling
+    seed far more than the phrase F1 does;
 (c) phrases: the times where the music resumes after a pause, against the video's cuts: F1 at +-0.5 s; beat
     coverage and hit scores (BCS = generated beats / truth beats, BHS = generated beats within 0.1 s of a truth
     beat / truth beats) and the share of cuts with a generated beat within 0.1 s;
@@ -117,14 +118,18 @@ def main(argv: list[str] | None = None) -> int:
         system.check_request(**args.sampling)  # a bad --sampling fails here, before any music is made
     sr = pipe.sample_rate
     judge = Judge(pipe.control, sr)
-    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
-
     started = time.perf_counter()
+
+    def log(message: str) -> None:
+        """A progress line on stderr, with the seconds since the start."""
+        if not args.quiet:
+            print(f"{message} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+
     if args.only == "text":
         answers = [{**clips[n], "duration": min(clips[n]["duration"], args.seconds or math.inf)} for n in names]
         result = {"clips": len(names), "corpus": str(corpus), "seed": args.seed, "sampling": args.sampling,
                   "pipeline": args.pipeline or "default", "against": others,
-                  "text_control": text_control(systems, corpus, names, answers, judge, sr, args, log, started)}
+                  "text_control": text_control(systems, corpus, names, answers, judge, args, log)}
         print(json.dumps(result) if args.json else "\n".join(text_lines(result)))
         return 0
 
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                     waves["given_semantic"].append(semantic_given)
             waves[label].append(generated(system, video, sr, args.seed + i, answer["duration"], None, args.sampling))
             generated_seconds += answer["duration"] if label != "random" else 0.0
-        log(f"  clip {i + 1}/{len(names)} {name}: done ({time.perf_counter() - started:.0f} s)")
+        log(f"  clip {i + 1}/{len(names)} {name}: done")
     gen_wall = time.perf_counter() - started
 
     codec_means = {label: {k: round(float(np.nanmean(v)), 4) for k, v in m.items()} for label, m in codec.items()}
@@ -170,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result) if args.json else "\n".join(codec_lines(result)))
         return 0
 
-    log(f"judging {len(names)} clips of {len(waves)} systems ({time.perf_counter() - started:.0f} s)")
+    log(f"judging {len(names)} clips of {len(waves)} systems")
     shuffle = derangement(len(names), args.seed)
     heard = [judge.analyse(w) for w in waves["pipeline"]]  # the shuffled row scores the same music
     rows = {
@@ -211,11 +216,11 @@ def main(argv: list[str] | None = None) -> int:
                                  args.sampling)
                 tempi.append(fold_tempo(judge_tempo(wave, sr)))
             values.append(round(spearman(tempi, implied), 4))
-            log(f"  tempo {label} seed {seed}: Spearman {values[-1]:.3f} ({time.perf_counter() - started:.0f} s)")
+            log(f"  tempo {label} seed {seed}: Spearman {values[-1]:.3f}")
         result["tempo_seeds"][label] = values
 
     # (d) text control on the same videos
-    result["text_control"] = text_control(systems, corpus, names, answers, judge, sr, args, log, started)
+    result["text_control"] = text_control(systems, corpus, names, answers, judge, args, log)
     result["generation"] = {"seconds_of_music": round(generated_seconds, 1), "wall_seconds": round(gen_wall, 1)}
 
     if args.out:
@@ -227,12 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def text_control(systems: dict, corpus: Path, names: list[str], answers: list[dict], judge, sr: int, args, log,
-                 started: float) -> dict:
+def text_control(systems: dict, corpus: Path, names: list[str], answers: list[dict], judge, args, log) -> dict:
     """(d): per system, the share of the first ``--prompt-clips`` clips where the "fast" prompt gives faster music
     than the "slow" one, and where the piano prompt sounds more like piano than the organ prompt, same video and
     seed."""
-    k = min(args.prompt_clips, len(names))
+    k, sr = min(args.prompt_clips, len(names)), judge.sample_rate
     text: dict = {}
     for label, system in systems.items() if k else ():
         faster = more_piano = 0
@@ -246,7 +250,7 @@ def text_control(systems: dict, corpus: Path, names: list[str], answers: list[di
             faster += bool(tempo["fast"] > tempo["slow"])
             score = {w: judge.piano_score(make(t)) for w, t in INSTRUMENT_PROMPTS.items()}
             more_piano += bool(score["piano"] > score["organ"])
-            log(f"  prompts {label} {i + 1}/{k} ({time.perf_counter() - started:.0f} s)")
+            log(f"  prompts {label} {i + 1}/{k}")
         text[label] = {"fast_faster_than_slow": round(faster / k, 4), "piano_prompt_more_piano": round(more_piano / k, 4),
                        "clips": k}
     return text

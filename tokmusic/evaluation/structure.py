@@ -95,14 +95,18 @@ def _pool(frames: torch.Tensor, factor: int) -> torch.Tensor:
     return torch.nn.functional.avg_pool1d(frames[None].float(), factor, ceil_mode=True)[0]
 
 
-def analyze_music(waveform, sample_rate: int, sections: bool = True) -> MusicStructure:
-    """Tempo, beats, onsets, section changes, key, loudness and brightness of `waveform` [C, N] or [N]."""
+def analyze_music(waveform, sample_rate: int, sections: bool = True,
+                  tempo_prior: tuple[float, float] = (120.0, 1.0)) -> MusicStructure:
+    """Tempo, beats, onsets, section changes, key, loudness and brightness of `waveform` [C, N] or [N].
+
+    ``tempo_prior`` (BPM, width in octaves) is the tempo estimate's log-normal prior (``estimate_tempo``): it
+    settles which octave of an ambiguous pulse is the beat."""
     x = resample(to_mono(waveform), sample_rate, ANALYSIS_RATE)
     sr = ANALYSIS_RATE
     fps = sr / ONSET_HOP
     power = power_spectrogram(x, ONSET_FFT, ONSET_HOP)  # [F, T], shared by section changes and brightness
     env = onset_strength(x, sr).numpy().astype(np.float64)
-    tempo = estimate_tempo(env, fps)
+    tempo = estimate_tempo(env, fps, *tempo_prior)
     chroma_frames = chroma(x, sr)
     profile = chroma_frames.double().mean(dim=1).numpy()
     total = profile.sum()
