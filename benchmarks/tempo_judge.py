@@ -24,6 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tokmusic.evaluation.beats import LISTENER_PRIOR
     from tokmusic.evaluation.known_answer import TEMPO_PRIOR
 
     p = argparse.ArgumentParser(prog="benchmarks/tempo_judge.py", description=__doc__.splitlines()[0])
@@ -31,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, help="the first N clips in name order (default: all)")
     p.add_argument("--prior", type=float, nargs=2, default=list(TEMPO_PRIOR), metavar=("BPM", "OCTAVES"),
                    help="the judge's tempo prior (default %(default)s)")
-    p.add_argument("--against", type=float, nargs=2, default=[120.0, 1.0], metavar=("BPM", "OCTAVES"),
-                   help="the prior to compare with (default %(default)s)")
+    p.add_argument("--against", type=float, nargs=2, default=list(LISTENER_PRIOR), metavar=("BPM", "OCTAVES"),
+                   help="the prior to compare with (default %(default)s: a listener's)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
     truth_file = Path(args.corpus) / "truth.json"

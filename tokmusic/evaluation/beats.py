@@ -14,9 +14,11 @@ from __future__ import annotations
 import numpy as np
 
 MIN_BPM, MAX_BPM = 30.0, 300.0
+LISTENER_PRIOR = (120.0, 1.0)  # the tempo prior's centre (BPM) and width (octaves): listeners' preferred region
 
 
-def estimate_tempo(envelope, fps: float, prior_bpm: float = 120.0, prior_octaves: float = 1.0) -> float:
+def estimate_tempo(envelope, fps: float, prior_bpm: float = LISTENER_PRIOR[0],
+                   prior_octaves: float = LISTENER_PRIOR[1]) -> float:
     """Global tempo in BPM of an onset envelope [T] sampled at `fps` frames/s; 0.0 when it has no pulse."""
     env = np.asarray(envelope, dtype=np.float64)
     env = env - env.mean()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .beats import estimate_tempo, track_beats
+from .beats import LISTENER_PRIOR, estimate_tempo, track_beats
 from .key import Key, estimate_key
 from .spectral import (ANALYSIS_RATE, CHROMA_HOP, ONSET_FFT, ONSET_HOP, chroma, mel_db, onset_strength, pick_peaks,
                        power_spectrogram, resample, to_mono)
@@ -96,7 +96,7 @@ def _pool(frames: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def analyze_music(waveform, sample_rate: int, sections: bool = True,
-                  tempo_prior: tuple[float, float] = (120.0, 1.0)) -> MusicStructure:
+                  tempo_prior: tuple[float, float] = LISTENER_PRIOR) -> MusicStructure:
     """Tempo, beats, onsets, section changes, key, loudness and brightness of `waveform` [C, N] or [N].
 
     ``tempo_prior`` (BPM, width in octaves) is the tempo estimate's log-normal prior (``estimate_tempo``): it
