@@ -86,14 +86,14 @@ def test_steady_tempo_reads_each_segment():
 
 @pytest.fixture(scope="module")
 def small_world(tmp_path_factory):
-    """(corpus, pipeline): 3 held-out clips of at most 6 s and a saved random tiny pipeline."""
+    """(corpus, pipeline): 2 training and 3 held-out clips of at most 6 s and a saved random tiny pipeline."""
     for package in ("music21", "pretty_midi", "tinysoundfont", "skimage"):
         pytest.importorskip(package)
     from tokmusic.testing import tiny_pipeline
 
     root = tmp_path_factory.mktemp("known-answer")
     corpus_recipe = load_script("recipes/demo_corpus.py")
-    assert corpus_recipe.main(["--out", str(root / "corpus"), "--count", "4", "--valid", "3", "--max-seconds", "6",
+    assert corpus_recipe.main(["--out", str(root / "corpus"), "--count", "5", "--valid", "3", "--max-seconds", "6",
                                "--size", "64", "--quiet"]) == 0
     tiny_pipeline(seed=1).save_pretrained(root / "pipe")
     return root / "corpus", root / "pipe"
@@ -188,17 +188,25 @@ def test_full_run_scores_every_system_and_the_truth_scores_best(bench, small_wor
     assert systems["given_semantic"]["fd_spectral"] > 0 and systems["codec"]["fd_spectral"] > 0
 
 
-def test_video_probe_reads_cuts_and_scores_every_held_out_token(small_world, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def small_data(small_world, tmp_path_factory):
+    """The small world preprocessed for the tiny pipeline: its data dir."""
+    corpus, pipe = small_world
+    data = tmp_path_factory.mktemp("small-data") / "data"
+    assert load_script("recipes/preprocess.py").main([str(corpus / "manifest.jsonl"), "--pipeline", str(pipe),
+                                                      "--out", str(data), "--quiet"]) == 0
+    return data
+
+
+def test_video_probe_reads_cuts_and_scores_every_held_out_token(small_world, small_data, capsys):
     """``video_probe.py --cuts truth.json`` on the small world preprocessed for the tiny pipeline: every stage that
     reads video gets the near-cut row, over all three held-out clips, each token scored once."""
     import json
 
     corpus, pipe = small_world
-    assert load_script("recipes/preprocess.py").main([str(corpus / "manifest.jsonl"), "--pipeline", str(pipe),
-                                                      "--out", str(tmp_path / "data"), "--quiet"]) == 0
     probe = load_script("benchmarks/video_probe.py")
     capsys.readouterr()
-    assert probe.main(["--pipeline", str(pipe), "--data", str(tmp_path / "data"), "--items", "2",
+    assert probe.main(["--pipeline", str(pipe), "--data", str(small_data), "--items", "2",
                        "--cuts", str(corpus / "truth.json"), "--radius", "0.5", "--json"]) == 0
     stages = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stages"]
     assert stages and "semantic" in stages
@@ -215,10 +223,84 @@ def test_video_probe_reads_cuts_and_scores_every_held_out_token(small_world, tmp
     # every token of every held-out clip is scored once
     from tokmusic.training.shards import TokenShards
 
-    shards = TokenShards(tmp_path / "data")
+    shards = TokenShards(small_data)
     tokens = sum(shards.load(entry)["semantic"].shape[-1] for entry in shards.entries("valid"))
     near = stages["semantic"]["near_cuts"]
     assert tokens - 3 <= near["tokens_near"] + near["tokens_elsewhere"] <= tokens  # the last token may be past the video
+
+
+def test_feature_probe_on_the_small_world(small_world, small_data, tmp_path, capsys):
+    """``feature_probe.py`` probes every member of the tiny pipeline's visual encoder and all its channels. When
+    the training clips show one instrument only, it is one line naming the fix."""
+    import json
+
+    from tokmusic.errors import DataError
+
+    corpus, pipe = small_world
+    probe = load_script("benchmarks/feature_probe.py")
+    truth = json.loads((corpus / "truth.json").read_text())
+    train = sorted(name for name, clip in truth["clips"].items() if clip["split"] == "train")
+    assert len(train) == 2
+    for name in train:
+        truth["clips"][name]["instrument"] = "piano"
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(truth))
+    with pytest.raises(DataError, match="only one label"):
+        probe.main(["--pipeline", str(pipe), "--data", str(small_data), "--truth", str(one)])
+    truth["clips"][train[1]]["instrument"] = "organ"
+    relabelled = tmp_path / "truth.json"
+    relabelled.write_text(json.dumps(truth))
+    capsys.readouterr()
+    assert probe.main(["--pipeline", str(pipe), "--data", str(small_data), "--truth", str(relabelled), "--every", "2",
+                       "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["values"] == ["organ", "piano"]
+    groups = result["groups"]
+    assert list(groups)[-1] == "all channels" and len(groups) >= 3
+    ranges = [row["channels"] for name, row in groups.items() if name != "all channels"]
+    assert ranges[0][0] == 0 and all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert groups["all channels"]["channels"] == [0, ranges[-1][1]]
+    for row in groups.values():
+        assert 0 <= row["held_out_accuracy"] <= 1 and 0.5 <= row["chance"] <= 1 and row["train_frames"] > 0
+    with pytest.raises(DataError, match="takes 5 values"):  # every clip plays its own chorale
+        probe.read_labels(str(relabelled), "chorale")
+
+
+def test_instrument_probe_calls_the_tokens_generation_would_make(small_world, small_data, capsys):
+    """``instrument_probe.py`` on the small world: one share per clip and seed, each the share of piano tokens in
+    the semantic tokens ``generate_tokens`` gives for that seed; ``--colour`` needs a colour member."""
+    import json
+
+    import tokmusic
+    from tokmusic.errors import DataError
+
+    corpus, pipe = small_world
+    probe = load_script("benchmarks/instrument_probe.py")
+    capsys.readouterr()
+    assert probe.main(["--corpus", str(corpus), "--data", str(small_data), "--pipeline", str(pipe), "--seeds", "3",
+                       "5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["clips"] == 3 and 0 <= result["accuracy"] <= 1 and 0.5 <= result["chance"] <= 1
+    rows = {row["clip"]: row for row in result["per_clip"]}
+    assert len(rows) == 3 and all(len(row["piano_share"]) == 2 for row in rows.values())
+    # the token table, as the probe builds it, applied to what generation gives
+    from tokmusic.training.shards import TokenShards
+
+    truth = json.loads((corpus / "truth.json").read_text())["clips"]
+    shards = TokenShards(small_data)
+    loaded = tokmusic.Pipeline.from_pretrained(pipe)
+    vocab = loaded.shape().semantic_vocab
+    counts = torch.zeros(2, vocab)
+    for entry in shards.entries("train"):
+        name = next(n for n in truth if entry["video"].endswith(n))
+        tokens = shards.load(entry)["semantic"].long().flatten()
+        counts[("piano", "organ").index(truth[name]["instrument"])] += torch.bincount(tokens, minlength=vocab).float()
+    piano = counts[0] > counts[1]
+    name = sorted(rows)[0]
+    tokens = loaded.generate_tokens(corpus / name, seed=5, progress=False)["semantic"].flatten()
+    assert rows[name]["piano_share"][1] == pytest.approx(piano[tokens].float().mean().item(), abs=1e-3)
+    with pytest.raises(DataError, match="no colour member"):
+        probe.main(["--corpus", str(corpus), "--data", str(small_data), "--pipeline", str(pipe), "--colour", "piano"])
 
 
 def test_read_cuts_takes_truth_json_or_a_plain_mapping_and_refuses_anything_else(tmp_path):
@@ -241,6 +323,8 @@ def test_read_cuts_takes_truth_json_or_a_plain_mapping_and_refuses_anything_else
 
 @pytest.mark.parametrize("script, args", [
     ("benchmarks/video_probe.py", ["--data", "{missing}"]),
+    ("benchmarks/feature_probe.py", ["--data", "{missing}", "--truth", "{missing}"]),
+    ("benchmarks/instrument_probe.py", ["--corpus", "{missing}", "--data", "{missing}"]),
     ("benchmarks/int8_agreement.py", ["--data", "{missing}"]),
     ("benchmarks/known_answer.py", ["--corpus", "{corpus}", "--pipeline", "{missing}", "--only", "codec"]),
 ])

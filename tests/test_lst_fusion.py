@@ -120,15 +120,29 @@ def test_short_channels_limit_what_the_short_term_branch_reads():
                               both(short, times, valid, long, long_times, long_valid))
 
 
+def test_long_channels_limit_what_the_long_term_branch_reads():
+    torch.manual_seed(0)
+    short, times, valid, long, long_times, long_valid = inputs(b=1)
+    fusion = LSTFusion(12, 24, LSTConfig(**CFG, short_channels=[8, 12], long_channels=[10, 12])).eval()
+    assert fusion.long_in.in_features == 2
+    out = fusion(short, times, valid, long, long_times, long_valid)
+    other = long.clone()
+    other[..., :10] = torch.randn(other[..., :10].shape)
+    torch.testing.assert_close(fusion(short, times, valid, other, long_times, long_valid), out)  # 0-9 unread
+    other[..., 11] += 1.0
+    assert not torch.allclose(fusion(short, times, valid, other, long_times, long_valid), out)
+
+
+@pytest.mark.parametrize("name", ["short_channels", "long_channels"])
 @pytest.mark.parametrize("channels", [[0, 13], [5, 5], [7, 2]])
-def test_short_channels_outside_the_features_are_a_config_error(channels):
+def test_channels_outside_the_features_are_a_config_error(name, channels):
     from tokmusic.errors import ConfigError
     from tokmusic.stage import StageConfig
 
-    with pytest.raises(ConfigError, match=r"lst.short_channels=.* visual_dim=12"):
+    with pytest.raises(ConfigError, match=rf"lst.{name}=.* visual_dim=12"):
         StageConfig("semantic", target_vocab=8, target_codebooks=1, target_rate=25.0, visual_dim=12,
-                    lst=LSTConfig(**CFG, short_channels=channels))
+                    lst=LSTConfig(**CFG, **{name: channels}))
     for bad in ([1], [0.5, 3], "8:12"):
-        with pytest.raises(ConfigError, match="short_channels"):
+        with pytest.raises(ConfigError, match=name):
             StageConfig("semantic", target_vocab=8, target_codebooks=1, target_rate=25.0, visual_dim=12,
-                        lst={**CFG, "short_channels": bad})
+                        lst={**CFG, name: bad})

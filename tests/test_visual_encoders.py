@@ -11,6 +11,7 @@ from tokmusic.errors import CheckpointError, ConfigError
 from tokmusic.visual_encoders import (
     CLIP_MEAN,
     CLIPVisualEncoder,
+    ColourEncoder,
     ConcatEncoder,
     MotionEncoder,
     extract_features,
@@ -163,6 +164,53 @@ def test_motion_identical_frames_and_state():
     assert torch.allclose(parts, whole, atol=1e-6)
     encoder.reset()
     assert torch.equal(encoder.encode(frames[2:3]), torch.zeros(1, encoder.dim))
+
+
+# --- colour ---------------------------------------------------------------------------------------------
+
+def test_colour_of_flat_and_split_frames():
+    flat = torch.zeros(1, 40, 50, 3, dtype=torch.uint8)
+    flat[..., 0], flat[..., 1], flat[..., 2] = 255, 51, 0
+    encoder = ColourEncoder()
+    assert encoder.dim == 6
+    assert torch.allclose(encoder.encode(flat), torch.tensor([[1.0, 0.2, 0.0, 0.0, 0.0, 0.0]]), atol=1e-6)
+    # left half red, right half blue: per-cell means on a 2 x 2 grid (channel-major), each channel's std 0.5
+    split = torch.zeros(1, 32, 32, 3, dtype=torch.uint8)
+    split[:, :, :16, 0] = 255
+    split[:, :, 16:, 2] = 255
+    out = ColourEncoder(size=32, grid=2).encode(split)[0]
+    assert out.shape == (3 * 4 + 3,)
+    assert torch.allclose(out[:4], torch.tensor([1.0, 0.0, 1.0, 0.0]))  # red: the left cells
+    assert torch.allclose(out[4:8], torch.zeros(4))  # green
+    assert torch.allclose(out[8:12], torch.tensor([0.0, 1.0, 0.0, 1.0]))  # blue: the right cells
+    assert torch.allclose(out[12:], torch.tensor([0.5, 0.0, 0.5]))
+    assert ColourEncoder().encode(torch.zeros(0, 8, 8, 3, dtype=torch.uint8)).shape == (0, 6)
+
+
+def test_colour_tells_a_warm_grade_from_a_cool_one_on_any_picture():
+    """The demo corpus's grades (recipes/demo_corpus.py TINTS) on random pictures: red minus blue splits them."""
+    from scripts import load_script
+
+    tints = load_script("recipes/demo_corpus.py").TINTS
+    encoder = ColourEncoder()
+    for seed in range(5):
+        picture = random_frames(n=1, seed=seed).float()
+        graded = {name: (picture * torch.tensor(gain) + torch.tensor(offset)).clamp(0, 255).to(torch.uint8)
+                  for name, (gain, offset) in tints.items()}
+        warm, cool = (encoder.encode(graded[name])[0] for name in ("piano", "organ"))
+        assert warm[0] - warm[2] > 0.2 > -0.2 > cool[0] - cool[2]
+
+
+def test_colour_config_round_trip_and_errors(tmp_path):
+    encoder = MotionEncoder(size=32, grid=2) + ColourEncoder(size=16, grid=2)
+    assert encoder.dim == 6 + 4 + 8 + 15
+    loaded = from_config(json.loads(json.dumps(encoder.to_config())), tmp_path)
+    frames = random_frames(n=3)
+    assert torch.equal(loaded.encode(frames), encoder.encode(frames))
+    with pytest.raises(ConfigError, match="grid"):
+        from_config({"type": "colour", "size": 4, "grid": 8}, None)
+    with pytest.raises(ConfigError, match="unknown key"):
+        from_config({"type": "colour", "speed": True}, None)
 
 
 # --- concatenation and configs ----------------------------------------------------------------------------

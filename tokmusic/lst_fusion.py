@@ -20,6 +20,10 @@ the long-term branch keeps them all: VidMuse's division of labour, local timing 
 look from the long term. It matters when appearance identifies a training clip: with every channel in the window,
 a stage can recall when each training clip's music changes (which photograph, which chorale) instead of learning
 to read the change in the frames, and learns nothing it can use on a new video.
+
+``long_channels`` does the same for the long-term branch. It matters when a property of the whole clip (a colour
+grade) shows plainly in a few channels and, entangled with the picture, in many others: on training clips the many
+name it as well as the few, so a stage may learn it from the picture and miss it on pictures it has not seen.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from .transformer import Memory, Transformer, TransformerConfig
 @dataclass
 class LSTConfig:
     """Widths of the fusion module; ``long_frames`` is K, the long-term frames sampled over the video;
-    ``short_channels`` ``[first, last)`` limits the short-term branch to some visual channels (null: all)."""
+    ``short_channels`` and ``long_channels`` ``[first, last)`` limit the short- and long-term branches to some
+    visual channels (null: all)."""
 
     enabled: bool = True
     width: int = 256
@@ -47,6 +52,7 @@ class LSTConfig:
     dropout: float = 0.0
     normalize: bool = False
     short_channels: list[int] | None = None  # [first, last): the visual channels the short-term branch reads
+    long_channels: list[int] | None = None  # [first, last): the visual channels the long-term branch reads
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,13 +99,15 @@ class LSTFusion(nn.Module):
         if cfg.normalize:  # identity until set_feature_statistics
             self.register_buffer("feature_mean", torch.zeros(visual_dim))
             self.register_buffer("feature_std", torch.ones(visual_dim))
-        first, last = cfg.short_channels or (0, visual_dim)  # StageConfig.validate checks the range
+        first, last = cfg.short_channels or (0, visual_dim)  # StageConfig.validate checks the ranges
         self.short_slice = slice(first, last)
         self.short_in = nn.Linear(last - first, cfg.width)
+        first, last = cfg.long_channels or (0, visual_dim)
+        self.long_slice = slice(first, last)
         block = dict(d_model=cfg.width, n_heads=cfg.n_heads, d_ff=4 * cfg.width, dropout=cfg.dropout)
         self.short = Transformer(TransformerConfig(n_layers=cfg.short_layers, **block))
         if cfg.enabled:
-            self.long_in = nn.Linear(visual_dim, cfg.width)
+            self.long_in = nn.Linear(last - first, cfg.width)
             self.clock = nn.Linear(CLOCK_FEATURES, cfg.width)  # one clock for both branches
             self.long = Transformer(TransformerConfig(n_layers=cfg.long_layers, **block))
             self.fusion = Transformer(TransformerConfig(n_layers=cfg.fusion_layers, **block), cross=True)
@@ -144,6 +152,7 @@ class LSTFusion(nn.Module):
         duration = torch.where(long_valid, long_times.float(), 0.0).amax(-1)
         s = self.short(s + self._clock(short_times, duration), short_pos, valid=short_valid)
         long_pos = long_times.float() * self.rate
-        l_ = self.long(self.long_in(self._standardise(long)) + self._clock(long_times, duration), long_pos, valid=long_valid)
+        long = self.long_in(self._standardise(long[..., self.long_slice], self.long_slice))
+        l_ = self.long(long + self._clock(long_times, duration), long_pos, valid=long_valid)
         s = self.fusion(s, short_pos, valid=short_valid, memory=Memory(l_, long_valid, long_pos))
         return self.out(s)

@@ -234,7 +234,7 @@ def dataclass_fields(cls: type, rules: Mapping[str, Field | Mapping]) -> dict[st
 LST_RULES: dict[str, Field] = {
     "width": size(), "n_heads": size(), "short_layers": count(MAX_LAYERS), "long_layers": count(MAX_LAYERS),
     "fusion_layers": count(MAX_LAYERS), "long_frames": size(), "dropout": fraction(below=True),
-    "short_channels": array(count(), length=2),
+    "short_channels": array(count(), length=2), "long_channels": array(count(), length=2),
 }
 STAGE_RULES: dict[str, Field | Mapping] = {
     "target_vocab": size(), "target_codebooks": size(MAX_LAYERS), "target_rate": positive(MAX_SIZE),

@@ -105,10 +105,11 @@ class StageConfig:
                               f"version {FORMAT_VERSION}")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             raise ConfigError(f"{where}: d_model={self.d_model} must split into n_heads={self.n_heads} even-width heads")
-        channels = self.lst.short_channels
-        if self.visual_dim and channels is not None and not 0 <= channels[0] < channels[1] <= self.visual_dim:
-            raise ConfigError(f"{where}: lst.short_channels={channels} must be [first, last) with 0 <= first < last "
-                              f"<= visual_dim={self.visual_dim}")
+        for name in ("short_channels", "long_channels"):
+            channels = getattr(self.lst, name)
+            if self.visual_dim and channels is not None and not 0 <= channels[0] < channels[1] <= self.visual_dim:
+                raise ConfigError(f"{where}: lst.{name}={channels} must be [first, last) with 0 <= first < last "
+                                  f"<= visual_dim={self.visual_dim}")
         if self.target_rate <= 0:
             raise ConfigError(f"{where}: target_rate must be > 0, got {self.target_rate}")
         if not 0 <= self.overlap < self.window:

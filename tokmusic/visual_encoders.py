@@ -4,7 +4,8 @@
     feats = extract_features("clip.mp4", encoder, fps=2.0)      # feats.features: float32 [T, D]
 
 CLIP gives what is in the picture (V2Meow's CLIP/ViT features); the motion encoder gives how fast and which
-way things move (the role I3D-flow plays in V2Meow), without any weights.
+way things move (the role I3D-flow plays in V2Meow), and the colour encoder the picture's colour, both without any
+weights.
 """
 
 from __future__ import annotations
@@ -295,6 +296,43 @@ class MotionEncoder(VisualEncoder):
         return cls(size=config.get("size", 64), grid=config.get("grid", 4), speed=config.get("speed", False))
 
 
+class ColourEncoder(VisualEncoder):
+    """Weight-free colour features: the mean red, green and blue of each cell of a grid x grid layout, and the
+    whole frame's standard deviation of each, all in [0, 1].
+
+    A network trained for what is in the picture learns to see past a colour cast, so a grade over the whole
+    video (warm against cool) reaches its features entangled with the photograph, and a stage learns it
+    poorly for photographs it has not seen. These channels state the colour itself. dim = 3 * grid**2 + 3.
+    """
+
+    def __init__(self, size: int = 32, grid: int = 1):
+        super().__init__()
+        if size < 1 or grid < 1 or grid > size:
+            raise ConfigError(f"colour encoder: need size >= 1 and 1 <= grid <= size, got size={size}, grid={grid}")
+        self.size, self.grid = int(size), int(grid)
+        self.dim = 3 * self.grid**2 + 3
+        self.image_size = None
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, H, W, 3] -> float32 [N, dim]."""
+        x = frames.permute(0, 3, 1, 2).float().div(255)  # [N, 3, H, W]
+        if x.shape[0] == 0:
+            return torch.zeros(0, self.dim, device=x.device)
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="area")
+        cells = F.adaptive_avg_pool2d(x, self.grid).flatten(1)  # [N, 3 * g * g], channel-major
+        spread = x.flatten(2).std(2, correction=0)  # [N, 3]
+        return torch.cat([cells, spread], 1)
+
+    def to_config(self) -> dict:
+        return {"type": "colour", "size": self.size, "grid": self.grid}
+
+    @classmethod
+    def load(cls, directory: Path | None, config: dict) -> ColourEncoder:
+        REGISTRY.check(config, "colour encoder config", expect="colour")
+        return cls(size=config.get("size", 32), grid=config.get("grid", 1))
+
+
 def _vertex(before: torch.Tensor, at: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
     """Offset in [-0.5, 0.5] of the top of the parabola through three samples one step apart (0 where flat)."""
     curve = before - 2 * at + after
@@ -351,6 +389,7 @@ REGISTRY.register("clip", CLIPVisualEncoder.load, {
 }, needs_directory=False)
 REGISTRY.register("motion", MotionEncoder.load, {"size": size(4096), "grid": size(4096), "speed": Field(bool)},
                   needs_directory=False)
+REGISTRY.register("colour", ColourEncoder.load, {"size": size(4096), "grid": size(4096)}, needs_directory=False)
 REGISTRY.register("efficientnet_lite0", lambda directory, config: _efficientnet().load(directory, config), {
     "size": Field(int, 32, 1024), "grid": size(32), "image_mean": array(number(), 3),
     "image_std": array(positive(), 3),
