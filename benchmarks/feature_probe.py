@@ -68,8 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         groups.append(("all channels", 0, groups[-1][2]))
     rows = {}
     for name, first, last in groups:
-        rows[name] = {"channels": [first, last], **linear_probe(frames["train"][:, first:last], labels["train"],
-                                                                 frames["valid"][:, first:last], labels["valid"])}
+        try:
+            probe = linear_probe(frames["train"][:, first:last], labels["train"], frames["valid"][:, first:last],
+                                 labels["valid"])
+        except DataError as exc:  # name the files it came from
+            raise DataError(f"{args.data} labelled by {args.truth}: {exc}") from None
+        rows[name] = {"channels": [first, last], **probe}
     if args.json:
         print(json.dumps({"pipeline": args.pipeline, "data": args.data, "field": args.field, "values": values,
                           "groups": rows}))

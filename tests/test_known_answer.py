@@ -245,7 +245,7 @@ def test_feature_probe_on_the_small_world(small_world, small_data, tmp_path, cap
         truth["clips"][name]["instrument"] = "piano"
     one = tmp_path / "one.json"
     one.write_text(json.dumps(truth))
-    with pytest.raises(DataError, match="only one label"):
+    with pytest.raises(DataError, match=r"labelled by .*one\.json: .*only one label"):
         probe.main(["--pipeline", str(pipe), "--data", str(small_data), "--truth", str(one)])
     truth["clips"][train[1]]["instrument"] = "organ"
     relabelled = tmp_path / "truth.json"
