@@ -91,12 +91,14 @@ def read_labels(path: str, field: str) -> tuple[dict[str, float], list[str]]:
     ``video_<field>`` where it has one, else ``<field>``, as its value's place among the two. DataError unless the
     field takes exactly two values."""
     from tokmusic.errors import DataError
+    from tokmusic.evaluation.known_answer import read_truth
 
-    try:
-        clips = json.loads(Path(path).read_text())["clips"]
-        raw = {str(name): clip.get(f"video_{field}", clip[field]) for name, clip in clips.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path}: cannot read each clip's {field!r} ({exc}); pass a demo corpus's truth.json") from None
+    clips = read_truth(path)
+    missing = [name for name, clip in clips.items() if field not in clip and f"video_{field}" not in clip]
+    if missing:
+        raise DataError(f"{path}: clip {missing[0]} has no {field!r}; pass a demo corpus's truth.json and one of its "
+                        "fields, e.g. --field instrument")
+    raw = {name: clip.get(f"video_{field}", clip.get(field)) for name, clip in clips.items()}
     values = sorted(set(map(str, raw.values())))
     if len(values) != 2:
         raise DataError(f"{path}: {field!r} takes {len(values)} values ({', '.join(values[:5])}); the probe tells "

@@ -45,18 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     import tokmusic
     from tokmusic.errors import DataError
     from tokmusic.evaluation.feature_probe import channel_groups
+    from tokmusic.evaluation.known_answer import read_truth
     from tokmusic.evaluation.teacher_forced import by_video_path
     from tokmusic.training.shards import TokenShards, pipeline_meta
     from tokmusic.visual_encoders import extract_features
 
     corpus = Path(args.corpus)
-    clips = read_truth(corpus / "truth.json")
+    clips = read_truth(corpus / "truth.json", need=("instrument",))
     held_out = [(name, clip) for name, clip in clips.items() if clip.get("split") == "valid"][: args.clips]
     if not held_out:
         raise DataError(f"{corpus / 'truth.json'} has no held-out clips; make the corpus with --valid N")
     pipe = tokmusic.Pipeline.from_pretrained(args.pipeline)
     shards = TokenShards(args.data, expected_meta=pipeline_meta(pipe))
-    trained_on = read_truth(data_truth(shards, args.data))
+    trained_on = read_truth(data_truth(shards, args.data), need=("instrument",))
     # the music's instrument for the token table; the video's for the colour a clip is shown in
     played_in = by_video_path({name: clip["instrument"] for name, clip in trained_on.items()})
     shown_in = by_video_path({name: clip.get("video_instrument", clip["instrument"]) for name, clip in trained_on.items()})
@@ -124,19 +125,6 @@ def piano_share(pipe, features, times, duration: float, seed: int, piano_token) 
     track = dict(features=features, times=times, control=None, duration=duration)
     tokens = decode_together(pipe.stages, [track], [seed], pipe._sampling({}), False, given)[0]["semantic"]
     return piano_token[tokens.flatten()].float().mean().item()
-
-
-def read_truth(path) -> dict:
-    """A demo corpus's truth.json clips; DataError naming the file if it is not one."""
-    from tokmusic.errors import DataError
-
-    try:
-        clips = json.loads(Path(path).read_text())["clips"]
-        if not all(isinstance(c, dict) and "instrument" in c for c in clips.values()):
-            raise ValueError("a clip without an instrument")
-        return clips
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path}: not a demo corpus's truth.json ({exc}); make one with recipes/demo_corpus.py") from None
 
 
 def data_truth(shards, data) -> Path:

@@ -59,7 +59,7 @@ import numpy as np
 import torch
 
 from tokmusic.evaluation.known_answer import (INSTRUMENT_PROMPTS, TEMPO_PROMPTS, Judge, derangement, fold_tempo,
-                                              frechet, judge_tempo, spearman, summarize)
+                                              frechet, judge_tempo, read_truth, spearman, summarize)
 
 SEED_STRIDE = 1000  # --tempo-seeds: seed set k generates clip i with seed SEED + SEED_STRIDE * k + i
 SPECTROGRAM_SECONDS = 15  # of each of the first two clips, in --out's spectrogram.png
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     truth_file = corpus / "truth.json"
     if not truth_file.is_file():
         p.error(f"{truth_file} not found: make the corpus with recipes/demo_corpus.py --out {corpus}")
-    clips = json.loads(truth_file.read_text())["clips"]
+    clips = read_truth(truth_file, need=("split",))
     names = sorted(n for n, c in clips.items() if c["split"] == "valid")[: args.clips]
     if len(names) < 3:
         p.error(f"{corpus}: need at least 3 held-out clips, found {len(names)}")

@@ -1,6 +1,7 @@
 """benchmarks/known_answer.py and its judge (tokmusic.evaluation.known_answer): the measures on answers that are
 known; and benchmarks/video_probe.py on the same small rendered world."""
 
+import json
 import math
 
 import numpy as np
@@ -101,7 +102,6 @@ def small_world(tmp_path_factory):
 
 def test_codec_only_run_on_a_small_corpus(bench, small_world, capsys):
     """``--only codec`` on a rendered corpus: the codec rows of both systems, every measure in its range."""
-    import json
 
     corpus, pipe = small_world
     capsys.readouterr()
@@ -124,7 +124,6 @@ def test_codec_only_run_on_a_small_corpus(bench, small_world, capsys):
 def test_text_only_run_measures_the_prompts_alone(bench, small_world, capsys):
     """``--only text``: the text control of every system and nothing else; the same pipeline twice, with the same
     seeds, follows the prompts the same."""
-    import json
 
     corpus, pipe = small_world
     capsys.readouterr()
@@ -158,7 +157,6 @@ def test_text_only_run_measures_the_prompts_alone(bench, small_world, capsys):
 def test_full_run_scores_every_system_and_the_truth_scores_best(bench, small_world, capsys):
     """Every system gets every measure, and the ground truth, whose answers they are, finds its breaths at the
     cuts."""
-    import json
 
     corpus, pipe = small_world
     capsys.readouterr()
@@ -201,7 +199,6 @@ def small_data(small_world, tmp_path_factory):
 def test_video_probe_reads_cuts_and_scores_every_held_out_token(small_world, small_data, capsys):
     """``video_probe.py --cuts truth.json`` on the small world preprocessed for the tiny pipeline: every stage that
     reads video gets the near-cut row, over all three held-out clips, each token scored once."""
-    import json
 
     corpus, pipe = small_world
     probe = load_script("benchmarks/video_probe.py")
@@ -232,7 +229,6 @@ def test_video_probe_reads_cuts_and_scores_every_held_out_token(small_world, sma
 def test_feature_probe_on_the_small_world(small_world, small_data, tmp_path, capsys):
     """``feature_probe.py`` probes every member of the tiny pipeline's visual encoder and all its channels. When
     the training clips show one instrument only, it is one line naming the fix."""
-    import json
 
     from tokmusic.errors import DataError
 
@@ -269,7 +265,6 @@ def test_feature_probe_on_the_small_world(small_world, small_data, tmp_path, cap
 def test_instrument_probe_calls_the_tokens_generation_would_make(small_world, small_data, capsys):
     """``instrument_probe.py`` on the small world: one share per clip and seed, each the share of piano tokens in
     the semantic tokens ``generate_tokens`` gives for that seed; ``--colour`` needs a colour member."""
-    import json
 
     import tokmusic
     from tokmusic.errors import DataError
@@ -304,7 +299,6 @@ def test_instrument_probe_calls_the_tokens_generation_would_make(small_world, sm
 
 
 def test_read_cuts_takes_truth_json_or_a_plain_mapping_and_refuses_anything_else(tmp_path):
-    import json
 
     probe = load_script("benchmarks/video_probe.py")
     truth = tmp_path / "truth.json"
@@ -329,7 +323,6 @@ def test_read_cuts_takes_truth_json_or_a_plain_mapping_and_refuses_anything_else
     ("benchmarks/known_answer.py", ["--corpus", "{corpus}", "--pipeline", "{missing}", "--only", "codec"]),
 ])
 def test_a_wrong_path_is_one_line_naming_it(script, args, tmp_path):
-    import json
     import os
     import subprocess
     import sys
@@ -348,10 +341,42 @@ def test_a_wrong_path_is_one_line_naming_it(script, args, tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_read_truth_names_the_file_of_anything_but_a_demo_corpus_truth_json(tmp_path):
+    from tokmusic.evaluation.known_answer import read_truth
+
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps({"clips": {"clips/0000.mp4": {"split": "valid", "instrument": "organ"}}}))
+    assert read_truth(truth, need=("split", "instrument")) == {"clips/0000.mp4": {"split": "valid",
+                                                                                "instrument": "organ"}}
+    with pytest.raises(DataError, match=r"truth\.json: .*clip clips/0000\.mp4 has no tempo"):
+        read_truth(truth, need=("tempo",))
+    for text in ("{not json", json.dumps({"cuts": {}}), json.dumps({"clips": {"a.mp4": 3}}), json.dumps([1])):
+        truth.write_text(text)
+        with pytest.raises(DataError, match=r"truth\.json: not a demo corpus's truth\.json .*recipes/demo_corpus\.py"):
+            read_truth(truth)
+    with pytest.raises(DataError, match="missing.json"):
+        read_truth(tmp_path / "missing.json")
+
+
+def test_a_corrupt_truth_json_is_one_line_naming_it(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from scripts import ROOT
+
+    (tmp_path / "truth.json").write_text("{not json")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/known_answer.py"), "--corpus", str(tmp_path),
+                           "--only", "codec"], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("tokmusic: error:") and str(tmp_path / "truth.json") in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_without_pipeline_it_measures_the_default_bundle(small_world):
     """No ``--pipeline``: the bundled default is measured (its codec row, as ``--pipeline`` of it gives). Run as
     a fresh process: in one that has already imported ``tokmusic.default`` a missing import would go unseen."""
-    import json
     import os
     import subprocess
     import sys

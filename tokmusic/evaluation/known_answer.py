@@ -14,9 +14,13 @@ embeds nearer to).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from ..errors import DataError
 from ..metrics import frechet_distance
 from .events import event_f1, pooled_f1
 from .structure import analyze_music, pause_ends
@@ -36,6 +40,22 @@ SEGMENT_SECONDS = 8.0  # tempo steadiness: the tempo of each whole segment of th
 INSTRUMENT_PROMPTS = {"piano": "a moderate Bach chorale played on piano",
                       "organ": "a moderate Bach chorale played on church organ"}
 TEMPO_PROMPTS = {"fast": "a fast Bach chorale", "slow": "a slow Bach chorale"}
+
+
+def read_truth(path, need: tuple[str, ...] = ()) -> dict[str, dict]:
+    """A demo corpus's truth.json as {clip path: its answers}; DataError naming the file unless it is one whose
+    every clip holds each key in ``need``."""
+    try:
+        clips = json.loads(Path(path).read_text())["clips"]
+        for name, clip in clips.items():
+            if not isinstance(clip, dict):
+                raise ValueError(f"clip {name} is not a mapping")
+            missing = [key for key in need if key not in clip]
+            if missing:
+                raise ValueError(f"clip {name} has no {', '.join(missing)}")
+        return {str(name): clip for name, clip in clips.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: not a demo corpus's truth.json ({exc}); make one with recipes/demo_corpus.py") from None
 
 
 def fold_tempo(bpm: float, low: float = TEMPO_RANGE[0] / TEMPO_MARGIN,
