@@ -9,7 +9,7 @@ checkpoints, so an interrupted build continues where it stopped):
                 photographs under camera motion and cuts, and --unpaired (120) more training clips whose camera
                 and colour are drawn apart from their music, which teach text control (BUILD/corpus)
   2. base       a fresh pipeline: EfficientNet-Lite0 (ImageNet weights from its package) + motion features
-                with the camera's speed at FPS frames/s, an untrained EnCodec-architecture codec, a spectral
+                with the camera's speed + colour features at FPS frames/s, an untrained EnCodec-architecture codec, a spectral
                 k-means semantic tokenizer, a MiniLM text encoder (frozen, from its package) with an untrained
                 audio tower (BUILD/base)
   3. semantic   recipes/fit_semantic.py: k-means centroids of the spectral frames (BUILD/with-semantic)
@@ -72,11 +72,11 @@ def base_pipeline(seed: int):
     from tokmusic.training.codec_build import new_codec
     from tokmusic.sentence_control import sentence_audio_control
     from tokmusic.spectral_tokenizer import spectral_tokenizer
-    from tokmusic.visual_encoders import ConcatEncoder, MotionEncoder
+    from tokmusic.visual_encoders import ColourEncoder, ConcatEncoder, MotionEncoder
 
     parts = {
         "visual_encoder": ConcatEncoder([EfficientNetEncoder.from_pretrained(size=IMAGE_SIZE),
-                                          MotionEncoder(size=64, grid=4, speed=True)]),
+                                          MotionEncoder(size=64, grid=4, speed=True), ColourEncoder()]),
         "codec": new_codec(seed=seed, **CODEC),
         "control": sentence_audio_control(sample_rate=CODEC["sample_rate"], seed=seed),
         "semantic_tokenizer": spectral_tokenizer(SEMANTIC_CLUSTERS, seed=seed, sample_rate=CODEC["sample_rate"]),

@@ -23,7 +23,7 @@ def test_bundle_is_safetensors_and_json_within_30_mb():
     assert sum(f.stat().st_size for f in files) <= 30 * 1024 * 1024
     config = json.loads((BUNDLE / "pipeline.json").read_text())
     # the pretrained parts are read from their packages, not copied into the bundle
-    assert [m["type"] for m in config["visual"]["members"]] == ["efficientnet_lite0", "motion"]
+    assert [m["type"] for m in config["visual"]["members"]] == ["efficientnet_lite0", "motion", "colour"]
     assert config["control"]["type"] == "sentence_audio"
     assert not list((BUNDLE / "visual").rglob("*.safetensors"))
 
@@ -57,7 +57,7 @@ def test_bundle_loads_without_its_empty_folders(tmp_path):
     shutil.copytree(BUNDLE, copy)
     shutil.rmtree(copy / "visual", ignore_errors=True)
     pipe = tokmusic.Pipeline.from_pretrained(copy)
-    assert pipe.visual_encoder.dim == 1311  # EfficientNet-Lite0's 1280 + motion's 31 (the camera's speed last)
+    assert pipe.visual_encoder.dim == 1317  # EfficientNet-Lite0's 1280 + motion's 31 (the camera's speed last) + colour's 6
     (copy / "codec" / "model.safetensors").unlink()  # a part that has files still needs them
     with pytest.raises(tokmusic.CheckpointError):
         tokmusic.Pipeline.from_pretrained(copy)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DELETE = object()
 SHAPE = PipelineShape(visual_dim=62, control_dim=16, codebook_size=64, n_coarse=2, n_fine=2, frame_rate=50.0,
                       semantic_vocab=32, semantic_rate=25.0)
-DEMO_SHAPE = dataclasses.replace(SHAPE, visual_dim=1311)  # EfficientNet-Lite0 (1280) + motion (30) + speed (1)
+DEMO_SHAPE = dataclasses.replace(SHAPE, visual_dim=1317)  # EfficientNet-Lite0 (1280) + motion (30) + speed (1) + colour (6)
 
 
 def nodes(tree, path=()):
