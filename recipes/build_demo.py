@@ -9,9 +9,9 @@ checkpoints, so an interrupted build continues where it stopped):
                 photographs under camera motion and cuts, and --unpaired (120) more training clips whose camera
                 and colour are drawn apart from their music, which teach text control (BUILD/corpus)
   2. base       a fresh pipeline: EfficientNet-Lite0 (ImageNet weights from its package) + motion features
-                with the camera's speed + colour features at FPS frames/s, an untrained EnCodec-architecture codec, a spectral
-                k-means semantic tokenizer, a MiniLM text encoder (frozen, from its package) with an untrained
-                audio tower (BUILD/base)
+                with the camera's speed + colour features at FPS frames/s, an untrained EnCodec-architecture
+                codec, a spectral k-means semantic tokenizer, a MiniLM text encoder (frozen, from its package)
+                with an untrained audio tower (BUILD/base)
   3. semantic   recipes/fit_semantic.py: k-means centroids of the spectral frames (BUILD/with-semantic)
   4. control    recipes/fit_control.py: the audio tower trained against the captions (BUILD/with-control)
   5. codec      recipes/fit_codec.py: the codec trained on the corpus's music (BUILD/parts)

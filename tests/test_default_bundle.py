@@ -57,7 +57,7 @@ def test_bundle_loads_without_its_empty_folders(tmp_path):
     shutil.copytree(BUNDLE, copy)
     shutil.rmtree(copy / "visual", ignore_errors=True)
     pipe = tokmusic.Pipeline.from_pretrained(copy)
-    assert pipe.visual_encoder.dim == 1317  # EfficientNet-Lite0's 1280 + motion's 31 (the camera's speed last) + colour's 6
+    assert pipe.visual_encoder.dim == 1317  # EfficientNet-Lite0's 1280 + motion's 31 (speed last) + colour's 6
     (copy / "codec" / "model.safetensors").unlink()  # a part that has files still needs them
     with pytest.raises(tokmusic.CheckpointError):
         tokmusic.Pipeline.from_pretrained(copy)

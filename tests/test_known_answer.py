@@ -299,7 +299,6 @@ def test_instrument_probe_calls_the_tokens_generation_would_make(small_world, sm
 
 
 def test_read_cuts_takes_truth_json_or_a_plain_mapping_and_refuses_anything_else(tmp_path):
-
     probe = load_script("benchmarks/video_probe.py")
     truth = tmp_path / "truth.json"
     truth.write_text(json.dumps({"seed": 0, "clips": {"clips/0001.mp4": {"cuts": [1, 2.5], "bpm": 90}}}))

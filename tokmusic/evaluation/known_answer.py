@@ -55,7 +55,8 @@ def read_truth(path, need: tuple[str, ...] = ()) -> dict[str, dict]:
                 raise ValueError(f"clip {name} has no {', '.join(missing)}")
         return {str(name): clip for name, clip in clips.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path}: not a demo corpus's truth.json ({exc}); make one with recipes/demo_corpus.py") from None
+        raise DataError(f"{path}: not a demo corpus's truth.json ({exc}); make one with "
+                        "recipes/demo_corpus.py") from None
 
 
 def fold_tempo(bpm: float, low: float = TEMPO_RANGE[0] / TEMPO_MARGIN,
