@@ -314,14 +314,17 @@ def test_read_cuts_takes_truth_json_or_a_plain_mapping_and_refuses_anything_else
         probe.read_cuts(str(tmp_path / "missing.json"))
 
 
-@pytest.mark.parametrize("script, args", [
-    ("benchmarks/video_probe.py", ["--data", "{missing}"]),
-    ("benchmarks/feature_probe.py", ["--data", "{missing}", "--truth", "{missing}"]),
-    ("benchmarks/instrument_probe.py", ["--corpus", "{missing}", "--data", "{missing}"]),
-    ("benchmarks/int8_agreement.py", ["--data", "{missing}"]),
-    ("benchmarks/known_answer.py", ["--corpus", "{corpus}", "--pipeline", "{missing}", "--only", "codec"]),
+@pytest.mark.parametrize("script, args, named", [
+    ("benchmarks/video_probe.py", ["--data", "{missing}"], "{missing}"),
+    ("benchmarks/feature_probe.py", ["--data", "{missing}", "--truth", "{missing}"], "{missing}"),
+    ("benchmarks/instrument_probe.py", ["--corpus", "{missing}", "--data", "{missing}"], "{missing}"),
+    ("benchmarks/int8_agreement.py", ["--data", "{missing}"], "{missing}"),
+    ("benchmarks/known_answer.py", ["--corpus", "{corpus}", "--pipeline", "{missing}", "--only", "codec"],
+     "{missing}"),
+    ("benchmarks/known_answer.py", ["--corpus", "{corrupt}", "--only", "codec"], "{corrupt}/truth.json"),
 ])
-def test_a_wrong_path_is_one_line_naming_it(script, args, tmp_path):
+def test_a_wrong_path_is_one_line_naming_it(script, args, named, tmp_path):
+    """A missing file, or a corrupt truth.json: one line naming it, exit 2, no traceback."""
     import os
     import subprocess
     import sys
@@ -331,12 +334,15 @@ def test_a_wrong_path_is_one_line_naming_it(script, args, tmp_path):
     corpus = tmp_path / "corpus"  # known_answer.py reads three held-out clips' answers before the pipeline
     corpus.mkdir()
     (corpus / "truth.json").write_text(json.dumps({"clips": {f"clips/{i:04d}.mp4": {"split": "valid"} for i in range(3)}}))
-    missing = tmp_path / "missing"
-    argv = [a.format(missing=missing, corpus=corpus) for a in args]
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "truth.json").write_text("{not json")
+    paths = {"missing": tmp_path / "missing", "corpus": corpus, "corrupt": corrupt}
+    argv = [a.format(**paths) for a in args]
     done = subprocess.run([sys.executable, str(ROOT / script), *argv], capture_output=True, text=True,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert done.returncode == 2
-    assert done.stderr.strip().startswith("tokmusic: error:") and str(missing) in done.stderr
+    assert done.stderr.strip().startswith("tokmusic: error:") and named.format(**paths) in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -355,22 +361,6 @@ def test_read_truth_names_the_file_of_anything_but_a_demo_corpus_truth_json(tmp_
             read_truth(truth)
     with pytest.raises(DataError, match="missing.json"):
         read_truth(tmp_path / "missing.json")
-
-
-def test_a_corrupt_truth_json_is_one_line_naming_it(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    from scripts import ROOT
-
-    (tmp_path / "truth.json").write_text("{not json")
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/known_answer.py"), "--corpus", str(tmp_path),
-                           "--only", "codec"], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
-    assert done.returncode == 2
-    assert done.stderr.strip().startswith("tokmusic: error:") and str(tmp_path / "truth.json") in done.stderr
-    assert "Traceback" not in done.stderr
 
 
 def test_without_pipeline_it_measures_the_default_bundle(small_world):
