@@ -35,7 +35,8 @@ Measures:
     coverage and hit scores (BCS = generated beats / truth beats, BHS = generated beats within 0.1 s of a truth
     beat / truth beats) and the share of cuts with a generated beat within 0.1 s;
 (d) text control, on the same video: "fast" vs "slow" prompts (share of clips where the fast one is faster) and
-    "piano" vs "church organ" (share where the piano prompt sounds more like piano to the judge below);
+    "piano" vs "church organ" (share where the piano prompt sounds more like piano to the judge below), over
+    all the clips and over the clips whose video shows each instrument, with each clip's readings (``per_clip``);
     ``--only text`` measures just this (with ``--prompt-clips``);
 (e) Frechet distance of the music's embeddings to the truth's, with two offline embedders: the pipeline's own
     audio tower (5 s windows) and the weight-free spectral embedder (1 s windows).
@@ -235,11 +236,11 @@ def main(argv: list[str] | None = None) -> int:
 def text_control(systems: dict, corpus: Path, names: list[str], answers: list[dict], judge, args, log) -> dict:
     """(d): per system, the share of the first ``--prompt-clips`` clips where the "fast" prompt gives faster music
     than the "slow" one, and where the piano prompt sounds more like piano than the organ prompt, same video and
-    seed."""
+    seed; the same share over the clips whose video shows each instrument, and each clip's readings."""
     k, sr = min(args.prompt_clips, len(names)), judge.sample_rate
     text: dict = {}
     for label, system in systems.items() if k else ():
-        faster = more_piano = 0
+        clips = []
         for i, name in enumerate(names[:k]):
             video, secs = corpus / name, min(args.prompt_seconds, answers[i]["duration"])
 
@@ -247,13 +248,23 @@ def text_control(systems: dict, corpus: Path, names: list[str], answers: list[di
                 return generated(system, video, sr, args.seed + 100 + i, secs, prompt, args.sampling)
 
             tempo = {w: fold_tempo(judge_tempo(make(t), sr)) for w, t in TEMPO_PROMPTS.items()}
-            faster += bool(tempo["fast"] > tempo["slow"])
             score = {w: judge.piano_score(make(t)) for w, t in INSTRUMENT_PROMPTS.items()}
-            more_piano += bool(score["piano"] > score["organ"])
+            clips.append({"clip": name, "instrument": answers[i].get("instrument"), "tempo": answers[i].get("tempo"),
+                          **{f"{w}_bpm": round(float(v), 1) for w, v in tempo.items()},
+                          **{f"{w}_prompt_piano_score": round(float(v), 4) for w, v in score.items()}})
             log(f"  prompts {label} {i + 1}/{k}")
-        text[label] = {"fast_faster_than_slow": round(faster / k, 4), "piano_prompt_more_piano": round(more_piano / k, 4),
-                       "clips": k}
+        text[label] = {**prompt_shares(clips), "by_video_instrument": {
+            kind: prompt_shares([c for c in clips if c["instrument"] == kind])
+            for kind in sorted({c["instrument"] for c in clips if c["instrument"]})}, "per_clip": clips}
     return text
+
+
+def prompt_shares(clips: list[dict]) -> dict:
+    """The share of ``clips`` where "fast" played faster than "slow", and where "piano" sounded more piano."""
+    n = len(clips)
+    return {"fast_faster_than_slow": round(sum(c["fast_bpm"] > c["slow_bpm"] for c in clips) / n, 4),
+            "piano_prompt_more_piano": round(sum(c["piano_prompt_piano_score"] > c["organ_prompt_piano_score"]
+                                                 for c in clips) / n, 4), "clips": n}
 
 
 def json_object(text: str) -> dict:
@@ -336,8 +347,13 @@ def codec_lines(result: dict) -> list[str]:
 
 
 def text_lines(result: dict) -> list[str]:
-    return [f"text control ({label}, {t['clips']} clips): fast prompt faster {t['fast_faster_than_slow']:.0%}, "
-            f"piano prompt more piano {t['piano_prompt_more_piano']:.0%}" for label, t in result["text_control"].items()]
+    lines = []
+    for label, t in result["text_control"].items():
+        by = "".join(f"; {kind} videos {s['fast_faster_than_slow']:.0%} / {s['piano_prompt_more_piano']:.0%} "
+                     f"({s['clips']})" for kind, s in t.get("by_video_instrument", {}).items())
+        lines.append(f"text control ({label}, {t['clips']} clips): fast prompt faster {t['fast_faster_than_slow']:.0%}, "
+                     f"piano prompt more piano {t['piano_prompt_more_piano']:.0%}{by}")
+    return lines
 
 
 def print_table(result: dict) -> None:

@@ -132,12 +132,27 @@ def test_text_only_run_measures_the_prompts_alone(bench, small_world, capsys):
     out = capsys.readouterr()
     result = json.loads(out.out)
     assert "prompts against 2/2" in out.err and "clip 1/" not in out.err  # no music generated for (b), (c), (e)
+    truth = json.loads((corpus / "truth.json").read_text())["clips"]
+    result_names = sorted(n for n, c in truth.items() if c["split"] == "valid")[:2]
     assert "systems" not in result and set(result["text_control"]) == {"pipeline", "random", "against"}
     for row in result["text_control"].values():
         assert row["clips"] == 2 and row["fast_faster_than_slow"] in (0, 0.5, 1)
         assert row["piano_prompt_more_piano"] in (0, 0.5, 1)
+        # each clip's readings, and the shares again over the clips whose video shows each instrument
+        clips = row["per_clip"]
+        assert [c["clip"] for c in clips] == result_names
+        assert all(not c[k] <= 0 for c in clips for k in ("fast_bpm", "slow_bpm"))  # a tempo, or NaN where none is heard
+        assert row["fast_faster_than_slow"] == sum(c["fast_bpm"] > c["slow_bpm"] for c in clips) / 2
+        by = row["by_video_instrument"]
+        assert sum(s["clips"] for s in by.values()) == 2 and set(by) == {c["instrument"] for c in clips}
+        for kind, share in by.items():
+            mine = [c for c in clips if c["instrument"] == kind]
+            assert share["piano_prompt_more_piano"] == sum(
+                c["piano_prompt_piano_score"] > c["organ_prompt_piano_score"] for c in mine) / len(mine)
     assert result["text_control"]["against"] == result["text_control"]["pipeline"]
-    assert bench.text_lines(result)[0].startswith("text control (pipeline, 2 clips): fast prompt faster ")
+    line = bench.text_lines(result)[0]
+    assert line.startswith("text control (pipeline, 2 clips): fast prompt faster ")
+    assert all(f"; {kind} videos " in line for kind in result["text_control"]["pipeline"]["by_video_instrument"])
     # --sampling is checked by each pipeline before any music is made: a value out of range, a wrong key
     with pytest.raises(ConfigError, match="top_p"):
         bench.main(["--corpus", str(corpus), "--pipeline", str(pipe), "--only", "text", "--prompt-clips", "1",
