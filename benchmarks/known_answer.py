@@ -250,8 +250,8 @@ def text_control(systems: dict, corpus: Path, names: list[str], answers: list[di
             tempo = {w: fold_tempo(judge_tempo(make(t), sr)) for w, t in TEMPO_PROMPTS.items()}
             score = {w: judge.piano_score(make(t)) for w, t in INSTRUMENT_PROMPTS.items()}
             clips.append({"clip": name, "instrument": answers[i].get("instrument"), "tempo": answers[i].get("tempo"),
-                          **{f"{w}_bpm": round(float(v), 1) for w, v in tempo.items()},
-                          **{f"{w}_prompt_piano_score": round(float(v), 4) for w, v in score.items()}})
+                          **{f"{w}_bpm": float(v) for w, v in tempo.items()},  # unrounded: the shares compare them
+                          **{f"{w}_prompt_piano_score": float(v) for w, v in score.items()}})
             log(f"  prompts {label} {i + 1}/{k}")
         text[label] = {**prompt_shares(clips), "by_video_instrument": {
             kind: prompt_shares([c for c in clips if c["instrument"] == kind])

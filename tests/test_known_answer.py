@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from scripts import load_script
-from tokmusic.evaluation.known_answer import Judge, derangement, fold_tempo, segment_tempi, spearman, steady
+from tokmusic.evaluation.known_answer import (Judge, derangement, fold_tempo, read_truth, segment_tempi, spearman,
+                                              steady)
 from tokmusic.errors import ConfigError, DataError
 
 
@@ -132,7 +133,7 @@ def test_text_only_run_measures_the_prompts_alone(bench, small_world, capsys):
     out = capsys.readouterr()
     result = json.loads(out.out)
     assert "prompts against 2/2" in out.err and "clip 1/" not in out.err  # no music generated for (b), (c), (e)
-    truth = json.loads((corpus / "truth.json").read_text())["clips"]
+    truth = read_truth(corpus / "truth.json", need=("split",))
     result_names = sorted(n for n, c in truth.items() if c["split"] == "valid")[:2]
     assert "systems" not in result and set(result["text_control"]) == {"pipeline", "random", "against"}
     for row in result["text_control"].values():
@@ -362,8 +363,6 @@ def test_a_wrong_path_is_one_line_naming_it(script, args, named, tmp_path):
 
 
 def test_read_truth_names_the_file_of_anything_but_a_demo_corpus_truth_json(tmp_path):
-    from tokmusic.evaluation.known_answer import read_truth
-
     truth = tmp_path / "truth.json"
     truth.write_text(json.dumps({"clips": {"clips/0000.mp4": {"split": "valid", "instrument": "organ"}}}))
     assert read_truth(truth, need=("split", "instrument")) == {"clips/0000.mp4": {"split": "valid",
